@@ -1,0 +1,5 @@
+import sys
+
+from personsearch.cli.main import main
+
+sys.exit(main())
