@@ -1,1 +1,2 @@
 
+from personsearch.memory.dual_memory import DualMemory, momentum_update_rows_  # noqa: E402,F401  (SSL)
