@@ -68,3 +68,54 @@ def test_sampler_fractions():
     labels = torch.tensor([1, 0, -1, 0])
     pos, neg = BalancedSampler(256, 0.5)(labels)
     assert pos.tolist() == [True, False, False, False] and neg.tolist() == [False, True, False, True]
+
+
+def _tiny_rpn(post_test=20):
+    from personsearch.models.rpn import RegionProposalNetwork, RPNHead
+
+    gen = AnchorGenerator((32, 64), (0.5, 1.0, 2.0), stride=16)
+    return RegionProposalNetwork(
+        RPNHead(8, gen.num_anchors_per_location),
+        gen,
+        fg_iou_thresh=0.7,
+        bg_iou_thresh=0.3,
+        batch_size_per_image=32,
+        positive_fraction=0.5,
+        pre_nms_top_n={"training": 100, "testing": 50},
+        post_nms_top_n={"training": 30, "testing": post_test},
+        nms_thresh=0.7,
+    )
+
+
+def test_rpn_proposals_within_image_and_top_n():
+    torch.manual_seed(0)
+    rpn = _tiny_rpn().eval()
+    features = torch.randn(2, 8, 8, 6)
+    proposals, losses = rpn(features, [(128, 96), (100, 80)])
+    assert losses == {}
+    for props, (h, w) in zip(proposals, [(128, 96), (100, 80)]):
+        assert 0 < props.shape[0] <= 20
+        assert torch.all(props[:, 0::2] >= 0) and torch.all(props[:, 0::2] <= w)
+        assert torch.all(props[:, 1::2] >= 0) and torch.all(props[:, 1::2] <= h)
+
+
+def test_rpn_training_losses_with_and_without_persons():
+    torch.manual_seed(0)
+    rpn = _tiny_rpn().train()
+    features = torch.randn(2, 8, 8, 6, requires_grad=True)
+    targets = [{"boxes": torch.tensor([[16.0, 16.0, 48.0, 80.0]])}, {"boxes": torch.zeros(0, 4)}]
+    proposals, losses = rpn(features, [(128, 96), (128, 96)], targets)
+    assert set(losses) == {"loss_rpn_objectness", "loss_rpn_box"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert losses["loss_rpn_box"].item() > 0  # the person has (low-quality) positive anchors
+    sum(losses.values()).backward()
+    assert features.grad is not None and torch.isfinite(features.grad).all()
+    assert all(p.shape[0] <= 30 for p in proposals)
+
+
+def test_rpn_without_any_person_has_zero_box_loss():
+    torch.manual_seed(0)
+    rpn = _tiny_rpn().train()
+    _, losses = rpn(torch.randn(1, 8, 8, 6), [(128, 96)], [{"boxes": torch.zeros(0, 4)}])
+    assert losses["loss_rpn_box"].item() == 0.0
+    assert torch.isfinite(losses["loss_rpn_objectness"])
