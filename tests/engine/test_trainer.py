@@ -1,0 +1,159 @@
+"""Trainer: step loop, loss weighting, non-finite handling, exact kill-and-resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from engine_toys import (
+    ToyMethod,
+    ToyModel,
+    make_loader,
+    solver,
+    train_cfg,
+    trained_state,
+    write_split,
+)
+from personsearch.engine.checkpoint import load_checkpoint
+from personsearch.engine.hooks import Hook
+from personsearch.engine.trainer import NonFiniteLossError, Trainer
+
+
+class SimulatedKill(Exception):
+    pass
+
+
+class KillAt(Hook):
+    def __init__(self, iteration: int) -> None:
+        self.iteration = iteration
+
+    def after_step(self, trainer) -> None:
+        if trainer.iteration == self.iteration:
+            raise SimulatedKill
+
+
+class RecordParams(Hook):
+    """Snapshots of the parameters after every step."""
+
+    def __init__(self) -> None:
+        self.snapshots = []
+
+    def after_step(self, trainer) -> None:
+        self.snapshots.append(trained_state(trainer))
+
+
+def make_trainer(records, out_dir, hooks=(), method=None, solver_kw=None, train_kw=None):
+    torch.manual_seed(0)
+    model = ToyModel()
+    return Trainer(
+        model, method or ToyMethod(), make_loader(records),
+        solver=solver(**(solver_kw or {})), train=train_cfg(out_dir, **(train_kw or {})),
+        train_records=records, device="cpu", config={"note": "test"},
+        model_kwargs={"backbone": "toy"}, hooks=hooks,
+    )
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    return write_split(tmp_path_factory.mktemp("split"))
+
+
+def iter_records(path):
+    lines = [json.loads(l) for l in path.read_text().splitlines()]
+    for line in lines:
+        line.pop("it_per_s", None)
+    return lines
+
+
+def test_kill_and_resume_gives_identical_weights(records, tmp_path):
+    # 7 images, batch 2 -> 4 iterations per epoch, 3 epochs = 12 iterations.
+    full = make_trainer(records, tmp_path / "full")
+    result = full.train()
+    assert result["iteration"] == 12 and result["epoch"] == 3
+    expected = trained_state(full)
+
+    killed = make_trainer(records, tmp_path / "killed", hooks=[KillAt(7)])
+    with pytest.raises(SimulatedKill):
+        killed.train()
+    state = load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")
+    # checkpoint every 3 iterations: the last one is mid-epoch 1, after 2 of its batches
+    assert (state["iteration"], state["epoch"], state["batch_in_epoch"]) == (6, 1, 2)
+
+    resumed = make_trainer(records, tmp_path / "killed")
+    resumed.train(resume=True)
+    got = trained_state(resumed)
+    assert got.keys() == expected.keys()
+    for name in expected:
+        assert torch.equal(got[name], expected[name]), name
+    assert torch.equal(resumed.method.memory, full.method.memory)
+    assert torch.equal(resumed.method.labels, full.method.labels)
+    assert resumed.optimizer.state_dict()["state"].keys() == full.optimizer.state_dict()["state"].keys()
+    # the metrics log of the resumed run is the uninterrupted one's
+    assert iter_records(tmp_path / "killed" / "metrics.jsonl") == iter_records(
+        tmp_path / "full" / "metrics.jsonl"
+    )
+
+
+def test_resume_at_epoch_boundary(records, tmp_path):
+    full = make_trainer(records, tmp_path / "full", train_kw={"checkpoint_every_iters": 0})
+    full.train()
+    killed = make_trainer(records, tmp_path / "k", hooks=[KillAt(10)],
+                          train_kw={"checkpoint_every_iters": 0})
+    with pytest.raises(SimulatedKill):
+        killed.train()
+    state = load_checkpoint(tmp_path / "k" / "checkpoints" / "last.pt")
+    assert (state["epoch"], state["batch_in_epoch"], state["epoch_started"]) == (2, 0, False)
+    assert (tmp_path / "k" / "checkpoints" / "epoch_002.pt").is_file()
+    resumed = make_trainer(records, tmp_path / "k", train_kw={"checkpoint_every_iters": 0})
+    resumed.train(resume=True)
+    for name, value in trained_state(full).items():
+        assert torch.equal(trained_state(resumed)[name], value), name
+
+
+def test_loss_weights_and_lr_logged(records, tmp_path):
+    trainer = make_trainer(records, tmp_path, solver_kw={"epochs": 1})
+    trainer.train()
+    lines = iter_records(tmp_path / "metrics.jsonl")
+    steps = [l for l in lines if l["type"] == "iter"]
+    assert len(steps) == 4
+    for step in steps:
+        assert step["total"] == pytest.approx(2.0 * step["loss_mem"] + 0.5 * step["loss_obj"], rel=1e-5)
+    # warm-up over 3 iterations from 0.1: lr = 0.05 * (0.1 + 0.9 * i / 3)
+    assert [s["lr"] for s in steps] == pytest.approx([0.005, 0.02, 0.035, 0.05])
+    assert [l["type"] for l in lines][0] == "epoch_start"
+    epoch = [l for l in lines if l["type"] == "epoch"][0]
+    assert "mean/total" in epoch and "num_clusters" in epoch
+
+
+def test_single_nonfinite_loss_skips_the_step(records, tmp_path):
+    recorder = RecordParams()
+    trainer = make_trainer(records, tmp_path, hooks=[recorder], method=ToyMethod(nan_at=(2,)),
+                           solver_kw={"epochs": 1})
+    trainer.train()
+    lines = iter_records(tmp_path / "metrics.jsonl")
+    skipped = [l for l in lines if l["type"] == "nonfinite"]
+    assert len(skipped) == 1 and skipped[0]["iteration"] == 3
+    # the step at iteration 3 (third call) left the weights and BN statistics as they were
+    for name, value in recorder.snapshots[1].items():
+        assert torch.equal(recorder.snapshots[2][name], value)
+    assert all(torch.isfinite(v).all() for v in recorder.snapshots[-1].values() if v.is_floating_point())
+    assert trainer.nonfinite_count == 0
+
+
+def test_consecutive_nonfinite_losses_stop_with_last_good_checkpoint(records, tmp_path):
+    method = ToyMethod(nan_at=tuple(range(4, 100)))
+    recorder = RecordParams()
+    trainer = make_trainer(records, tmp_path, hooks=[recorder], method=method,
+                           train_kw={"max_nonfinite": 3, "checkpoint_every_iters": 2})
+    with pytest.raises(NonFiniteLossError, match="3 consecutive non-finite losses") as info:
+        trainer.train()
+    assert "last.pt" in str(info.value)
+    state = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    # calls 0-3 were good, 4, 5, 6 non-finite: stop at iteration 7; last checkpoint at 6 holds
+    # the weights of the last good step (iteration 4)
+    assert state["iteration"] == 6
+    for name, value in recorder.snapshots[3].items():
+        assert torch.equal(state["model"][name], value), name
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
