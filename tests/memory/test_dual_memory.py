@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from personsearch.errors import CheckpointError
+from personsearch.errors import CheckpointError, PersonSearchError
 from personsearch.memory import DualMemory, momentum_update_rows_
 from personsearch.memory.dual_memory import occurrence_rank
 
@@ -78,7 +78,7 @@ def test_update_takes_no_gradient() -> None:
     feats = torch.tensor([[0.0, 1.0]], requires_grad=True)
     memory.update(torch.tensor([0]), feats * 2, feats * 3)
     assert not memory.bank_main.requires_grad and not memory.bank_multiscale.requires_grad
-    with pytest.raises(ValueError, match="out of range"):
+    with pytest.raises(PersonSearchError, match="out of range"):
         memory.update(torch.tensor([3]), feats, feats)
 
 
@@ -121,9 +121,15 @@ def test_load_state_dict_rejects_mismatch() -> None:
         DualMemory(3, 2, slot_images=torch.tensor([0, 0, 1])).load_state_dict(state)
 
 
+def test_initialize_rejects_non_finite() -> None:
+    memory = DualMemory(2, 2, slot_images=torch.tensor([0, 1]))
+    with pytest.raises(PersonSearchError, match="NaN"):
+        memory.initialize(torch.tensor([[float("nan"), 0.0], [1.0, 0.0]]), torch.ones(2, 2))
+
+
 def test_default_labels_and_bad_construction() -> None:
     assert DualMemory(3, 2, slot_images=torch.tensor([0, 0, 1])).labels.tolist() == [0, 1, 2]
-    with pytest.raises(ValueError, match="slot_images"):
+    with pytest.raises(PersonSearchError, match="slot_images"):
         DualMemory(3, 2, slot_images=torch.tensor([0, 1]))
-    with pytest.raises(ValueError, match="lam"):
+    with pytest.raises(PersonSearchError, match="lam"):
         DualMemory(3, 2, slot_images=torch.tensor([0, 0, 1]), lam=0.0)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from personsearch.errors import CheckpointError
+from personsearch.errors import CheckpointError, PersonSearchError
 
 __all__ = ["DualMemory", "momentum_update_rows_"]
 
@@ -62,16 +62,16 @@ def momentum_update_rows_(bank: Tensor, slots: Tensor, new_feats: Tensor, new_we
     momentum 0.2 on the old value, i.e. new_weight = 0.8).
     """
     if slots.dim() != 1 or new_feats.dim() != 2 or new_feats.shape[0] != slots.shape[0]:
-        raise ValueError(
-            f"slots must be [n] and new_feats [n, D], got {tuple(slots.shape)} and {tuple(new_feats.shape)}"
+        raise PersonSearchError(
+            f"memory update: slots must be [n] and feats [n, D], got {tuple(slots.shape)} and {tuple(new_feats.shape)}"
         )
     if new_feats.shape[1] != bank.shape[1]:
-        raise ValueError(f"feature dim {new_feats.shape[1]} != memory dim {bank.shape[1]}")
+        raise PersonSearchError(f"memory update: feature dim {new_feats.shape[1]} != memory dim {bank.shape[1]}")
     if slots.numel() == 0:
         return
     slots = slots.to(device=bank.device, dtype=torch.int64)
     if int(slots.min()) < 0 or int(slots.max()) >= bank.shape[0]:
-        raise ValueError(f"slot index out of range [0, {bank.shape[0]})")
+        raise PersonSearchError(f"memory update: slot index out of range [0, {bank.shape[0]})")
     new_feats = new_feats.detach().to(device=bank.device, dtype=bank.dtype)
     rank = occurrence_rank(slots)
     for round_index in range(int(rank.max()) + 1):
@@ -86,12 +86,12 @@ class DualMemory:
 
     def __init__(self, num_slots: int, dim: int, slot_images: Tensor, lam: float = 0.8) -> None:
         if num_slots <= 0 or dim <= 0:
-            raise ValueError(f"num_slots and dim must be positive, got {num_slots}, {dim}")
+            raise PersonSearchError(f"DualMemory: num_slots and dim must be positive, got {num_slots}, {dim}")
         if not 0.0 < lam <= 1.0:
-            raise ValueError(f"lam must be in (0, 1], got {lam}")
+            raise PersonSearchError(f"DualMemory: lam must be in (0, 1], got {lam}")
         slot_images = torch.as_tensor(slot_images, dtype=torch.int64)
         if slot_images.shape != (num_slots,):
-            raise ValueError(f"slot_images must be [{num_slots}], got shape {tuple(slot_images.shape)}")
+            raise PersonSearchError(f"DualMemory: slot_images must be [{num_slots}], got shape {tuple(slot_images.shape)}")
         self.num_slots = num_slots
         self.dim = dim
         self.lam = lam
@@ -117,7 +117,11 @@ class DualMemory:
         """Fill both banks (rows re-normalised) from features of every slot, in slot order."""
         for name, feats in (("inst_feats", inst_feats), ("exemplar_feats", exemplar_feats)):
             if feats.shape != (self.num_slots, self.dim):
-                raise ValueError(f"{name} must be [{self.num_slots}, {self.dim}], got {tuple(feats.shape)}")
+                raise PersonSearchError(
+                    f"DualMemory.initialize: {name} must be [{self.num_slots}, {self.dim}], got {tuple(feats.shape)}"
+                )
+            if not torch.isfinite(feats).all():
+                raise PersonSearchError(f"DualMemory.initialize: {name} contain NaN or inf")
         self.bank_main = F.normalize(inst_feats.detach().to(self.device, torch.float32), dim=1)
         self.bank_multiscale = F.normalize(exemplar_feats.detach().to(self.device, torch.float32), dim=1)
         self.initialized = True
@@ -143,7 +147,7 @@ class DualMemory:
         """Store per-slot pseudo labels (int64 [N]) for the optional cluster-contrast term."""
         labels = torch.as_tensor(labels, dtype=torch.int64)
         if labels.shape != (self.num_slots,):
-            raise ValueError(f"labels must be [{self.num_slots}], got shape {tuple(labels.shape)}")
+            raise PersonSearchError(f"DualMemory.set_labels: labels must be [{self.num_slots}], got shape {tuple(labels.shape)}")
         self.labels = labels.to(self.device)
 
     def state_dict(self) -> dict[str, Tensor]:
