@@ -106,3 +106,11 @@ def test_cli_synth_wires_arguments(tmp_path: Path, monkeypatch, capsys) -> None:
                                       "difficulty": "hard", "progress": True, "width": 320,
                                       "height": 240})]
     assert "boxes: 7" in capsys.readouterr().out
+
+
+def test_cuhk_protocol_query_order_must_match_testg50(cuhk_root: Path, fakes) -> None:
+    swapped = [fakes.CUHK_TESTG100[1], fakes.CUHK_TESTG100[0]]
+    fakes.savemat(cuhk_root / "annotation/test/train_test/TestG100.mat",
+                  {"TestG100": fakes.protocol_struct(swapped)})
+    text = "\n".join(messages(check_dataset("cuhk-sysu", cuhk_root)))
+    assert "TestG100.mat: entry 0: query differs from TestG50 entry 0" in text

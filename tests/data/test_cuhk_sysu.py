@@ -81,7 +81,8 @@ def test_protocol_image_missing_from_images_mat(cuhk_root: Path, fakes) -> None:
 
 
 def test_image_without_positive_box_raises(cuhk_root: Path, fakes) -> None:
-    fakes.savemat(cuhk_root / "annotation/Images.mat", {"Img": fakes.img_struct({"s1.jpg": [[1, 1, 0, 5]]})})
+    fakes.savemat(cuhk_root / "annotation/Images.mat",
+                  {"Img": fakes.img_struct({"s1.jpg": [[1, 1, 0, 5]]})})
     with pytest.raises(DatasetError, match=r"Images\.mat: entry 0 \(s1\.jpg\): no box"):
         load_split("cuhk-sysu", cuhk_root, "train")
 

@@ -3,7 +3,8 @@
 Layout under ``root``::
 
     Image/SSM/<name>.jpg
-    annotation/Images.mat                  'Img': imname, nAppear, box (1×n struct: idlocate, ishard)
+    annotation/Images.mat                  'Img': imname, nAppear, box
+                                           (box: 1×n struct idlocate, ishard)
     annotation/pool.mat                    'pool': cell of the gallery (test) image names
     annotation/test/train_test/Train.mat   'Train': cell of 1×1 structs idname, nAppear, scene
     annotation/test/train_test/TestG{N}.mat 'TestG{N}': Query (1×1), Gallery (1×N) structs
@@ -277,7 +278,8 @@ def gallery_identities(images: ImagesMat, pool: list[str], protocol: list[CuhkQu
     """Per pool image: TestG50 query index per box (-1 elsewhere)."""
     ids = _ids_of(images, pool)
     for index, query in enumerate(protocol):
-        query_xywh = np.concatenate([query.query_box[:2], query.query_box[2:] - query.query_box[:2]])
+        corner = query.query_box[:2]
+        query_xywh = np.concatenate([corner, query.query_box[2:] - corner])
         entries = [(query.query_name, query_xywh)]
         for name, box in query.gallery:
             if box is None:

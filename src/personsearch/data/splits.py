@@ -105,7 +105,7 @@ def parse_dataset(fmt: str, root: Path, log: ProblemLog) -> dict:
         for size in cuhk_sysu.GALLERY_SIZES[1:]:
             path, var = cuhk_sysu.protocol_path(root, size)
             if path.is_file() or size == 100:
-                _check_protocol(path, var, parsed["gallery"], len(parsed["query"]), log)
+                _check_protocol(path, var, parsed["gallery"], parsed["query"], log)
         for subset in cuhk_sysu.SUBSETS:
             path, var = cuhk_sysu.protocol_path(root, 100, subset)
             if path.is_file():
@@ -115,17 +115,21 @@ def parse_dataset(fmt: str, root: Path, log: ProblemLog) -> dict:
     return parsed
 
 
-def _check_protocol(path: Path, var: str, gallery: list[SceneRecord], num_queries: int | None,
-                    log: ProblemLog) -> None:
-    """A CUHK-SYSU protocol file other than TestG50: readable, gallery names in the pool, query
-    count equal to TestG50's."""
+def _check_protocol(path: Path, var: str, gallery: list[SceneRecord],
+                    test50: list[SceneRecord] | None, log: ProblemLog) -> None:
+    """A CUHK-SYSU protocol file other than TestG50: readable, gallery names in the pool, the
+    same queries in the same order as TestG50 (``test50``; None for the subsets)."""
     queries = cuhk_sysu.read_protocol_file(path, var, log)
     if not path.is_file():
         return
     pool = {r.image_name for r in gallery}
-    if num_queries is not None and len(queries) != num_queries:
-        log.error(path, f"{len(queries)} queries but TestG50 has {num_queries}")
+    if test50 is not None and len(queries) != len(test50):
+        log.error(path, f"{len(queries)} queries but TestG50 has {len(test50)}")
     for index, query in enumerate(queries):
+        if test50 is not None and index < len(test50) and (
+                query.query_name != test50[index].image_name
+                or not np.array_equal(query.query_box, test50[index].boxes[0])):
+            log.error(path, f"entry {index}: query differs from TestG50 entry {index}")
         for k, (name, _) in enumerate(query.gallery):
             if pool and name not in pool:
                 log.error(path, f"entry {index} gallery item {k}: {name} is not in pool.mat")
