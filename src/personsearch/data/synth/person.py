@@ -78,8 +78,12 @@ class _Canvas:
         return window, self._coverage((norm - 1.0) * min(rx, ry))
 
     def polygon(self, points):
-        """Convex polygon, points in counter-clockwise order on screen (y down)."""
+        """Convex polygon, points in either winding order."""
         xs_, ys_ = zip(*points)
+        signed_area = sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1)
+                          in zip(points, points[1:] + points[:1]))
+        if signed_area < 0:  # make the edge normals below point outwards
+            points = points[::-1]
         window, y, x = self._window(min(xs_), min(ys_), max(xs_), max(ys_))
         distance = None
         count = len(points)
