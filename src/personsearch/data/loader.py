@@ -126,7 +126,7 @@ class TrainDataset(Dataset):
         flip_prob: probability of a horizontal flip.
         seed: seeds the per-image random choices together with the epoch and record index.
         mask_loader: optional ``record -> uint8 label map [H, W] | None``; when given every
-            target carries "masks" (an all-zero map where the loader returns None).
+            target carries "masks", and a missing mask (None) is a DatasetError.
     """
 
     def __init__(
@@ -181,8 +181,12 @@ class TrainDataset(Dataset):
         if self.mask_loader is not None:
             mask = self.mask_loader(record)
             if mask is None:
-                mask = np.zeros((height, width), dtype=np.uint8)
-            elif mask.shape != (height, width):
+                raise DatasetError(
+                    record.image_path,
+                    "no person mask for this image (data.masks is on: every training image "
+                    "needs <root>/masks/<image stem>.png)",
+                )
+            if mask.shape != (height, width):
                 raise DatasetError(
                     record.image_path,
                     f"person mask is {mask.shape[1]}x{mask.shape[0]}, image is {width}x{height}",
