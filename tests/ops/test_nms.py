@@ -1,0 +1,118 @@
+import importlib
+
+import pytest
+import torch
+
+from personsearch.ops import batched_nms, nms
+
+# the package re-exports the function `nms`, which shadows the submodule attribute
+nms_impl = importlib.import_module("personsearch.ops.nms")
+
+
+@pytest.fixture(autouse=True)
+def pure_ops(monkeypatch):
+    monkeypatch.setenv("PERSONSEARCH_PURE_OPS", "1")
+
+
+def naive_nms(boxes, scores, thr, idxs=None):
+    """Reference: visit in descending score (ties by index), suppress IoU > thr."""
+    order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
+    b = boxes.tolist()
+    suppressed = set()
+    keep = []
+    for pos, i in enumerate(order):
+        if i in suppressed:
+            continue
+        keep.append(i)
+        for j in order[pos + 1:]:
+            if idxs is not None and int(idxs[i]) != int(idxs[j]):
+                continue
+            xx1, yy1 = max(b[i][0], b[j][0]), max(b[i][1], b[j][1])
+            xx2, yy2 = min(b[i][2], b[j][2]), min(b[i][3], b[j][3])
+            inter = max(0.0, xx2 - xx1) * max(0.0, yy2 - yy1)
+            ai = (b[i][2] - b[i][0]) * (b[i][3] - b[i][1])
+            aj = (b[j][2] - b[j][0]) * (b[j][3] - b[j][1])
+            union = ai + aj - inter
+            if union > 0 and inter / union > thr:
+                suppressed.add(j)
+    return keep
+
+
+def random_boxes(n, seed, tie_levels=None):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g) * 200
+    wh = torch.rand(n, 2, generator=g) * 60 + 1
+    boxes = torch.cat([xy, xy + wh], 1).double()
+    if tie_levels:
+        scores = torch.randint(0, tie_levels, (n,), generator=g).double() / tie_levels
+    else:
+        scores = torch.rand(n, generator=g).double()
+    return boxes, scores
+
+
+def test_hand_example():
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 9.0]])
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.95])
+    # box3 (0.95) kept; box0 IoU 90/100 = 0.9 > 0.5 suppressed; box1 vs box3: inter 9*8=72, union 90+100-72
+    keep = nms(boxes, scores, 0.5)
+    assert keep.tolist() == [3, 2]
+    assert nms(boxes, scores, 0.95).tolist() == [3, 0, 1, 2]
+
+
+def test_threshold_is_strict():
+    boxes = torch.tensor([[0.0, 0.0, 2.0, 1.0], [1.0, 0.0, 3.0, 1.0]])  # IoU = 1/3
+    scores = torch.tensor([0.5, 0.4])
+    assert nms(boxes, scores, 1.0 / 3.0 + 1e-6).tolist() == [0, 1]
+    assert nms(boxes, scores, 0.3).tolist() == [0]
+
+
+@pytest.mark.parametrize("seed,n,thr,ties", [(0, 300, 0.5, None), (1, 700, 0.7, 5), (2, 1200, 0.3, 3), (3, 50, 0.0, 2)])
+def test_matches_naive_reference_with_ties(monkeypatch, seed, n, thr, ties):
+    monkeypatch.setattr(nms_impl, "_BLOCK", 64)  # several blocks even for small inputs
+    boxes, scores = random_boxes(n, seed, ties)
+    keep = nms(boxes, scores, thr)
+    assert keep.dtype == torch.int64
+    assert keep.tolist() == naive_nms(boxes, scores, thr)
+
+
+def test_identical_boxes_and_scores_keep_lowest_index():
+    boxes = torch.tensor([[0.0, 0, 5, 5]] * 4)
+    scores = torch.tensor([0.5, 0.7, 0.7, 0.1])
+    assert nms(boxes, scores, 0.5).tolist() == [1]
+
+
+def test_empty():
+    assert nms(torch.zeros(0, 4), torch.zeros(0), 0.5).tolist() == []
+    assert batched_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64), 0.5).tolist() == []
+
+
+@pytest.mark.parametrize("num_categories", [3, 40])  # per-category loop and single masked pass
+def test_batched_nms_matches_naive(monkeypatch, num_categories):
+    monkeypatch.setattr(nms_impl, "_BLOCK", 64)
+    boxes, scores = random_boxes(600, 7, tie_levels=4)
+    idxs = torch.randint(0, num_categories, (600,), generator=torch.Generator().manual_seed(3))
+    keep = batched_nms(boxes, scores, idxs, 0.5)
+    assert keep.tolist() == naive_nms(boxes, scores, 0.5, idxs)
+
+
+def test_batched_nms_other_category_not_suppressed():
+    boxes = torch.tensor([[0.0, 0, 10, 10], [0.0, 0, 10, 10], [0.0, 0, 10, 10]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    idxs = torch.tensor([0, 1, 0])
+    assert batched_nms(boxes, scores, idxs, 0.5).tolist() == [0, 1]
+
+
+def test_long_suppression_chain_inside_one_block():
+    # a row of boxes each overlapping the next by more than the threshold: kept = every other box
+    n = 40
+    x = torch.arange(n, dtype=torch.float64) * 2.0
+    boxes = torch.stack([x, torch.zeros(n), x + 4.0, torch.ones(n) * 4], 1)
+    scores = torch.linspace(1.0, 0.1, n, dtype=torch.float64)
+    keep = nms(boxes, scores, 0.3)  # IoU of neighbours = 2/6 = 0.333 > 0.3
+    assert keep.tolist() == list(range(0, n, 2))
+    assert keep.tolist() == naive_nms(boxes, scores, 0.3)
+
+
+def test_bad_shapes():
+    with pytest.raises(ValueError, match="scores"):
+        nms(torch.zeros(3, 4), torch.zeros(2), 0.5)
