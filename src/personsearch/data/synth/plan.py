@@ -22,6 +22,10 @@ from .identities import Appearance, sample_appearance
 from .settings import SynthSettings
 
 
+CUHK_BOXES_PER_ID = 3  # CUHK-SYSU: ~2.8 images per identity
+CUHK_MAX_APPEARANCES = 40  # keeps every TestG50 gallery able to hold all positives
+
+
 @dataclass(frozen=True)
 class PersonPlan:
     """One annotated person. ``true_id`` is the identity (unique for one-off persons);
@@ -111,7 +115,7 @@ def _largest_remainder(total: int, shares: np.ndarray) -> np.ndarray:
 
 
 def _assign_identities(rng, frame_cameras: np.ndarray, capacity: np.ndarray, identities: list[int],
-                       min_appearances: int, num_cameras: int):
+                       min_appearances: int, max_appearances: int, num_cameras: int):
     """Fill each frame's labeled capacity with identities walking in tracks.
 
     Returns per frame a list of identities (no identity twice in a frame)."""
@@ -120,7 +124,7 @@ def _assign_identities(rng, frame_cameras: np.ndarray, capacity: np.ndarray, ide
     weights = rng.lognormal(0.0, 0.8, len(identities))
     spare = max(0, total - min_appearances * len(identities))
     counts = min_appearances + rng.multinomial(spare, weights / weights.sum())
-    counts = np.minimum(counts, n_frames)
+    counts = np.minimum(counts, min(n_frames, max_appearances))
     cameras_present = np.unique(frame_cameras)
     camera_share = np.array([(frame_cameras == c).sum() for c in cameras_present], dtype=float)
     camera_frames = {c: np.flatnonzero(frame_cameras == c) for c in cameras_present}
@@ -288,12 +292,19 @@ def build_plan(settings: SynthSettings) -> ScenePlan:
         if split == "test":  # every test identity needs two frames
             labeled_capacity = np.maximum(labeled_capacity, (counts > 0).astype(np.int64))
         min_appearances = 2
+        max_appearances = len(positions)
+        if settings.fmt == "cuhk-sysu":
+            # CUHK-SYSU: ~3 images per identity, and all positives must fit in TestG50.
+            max_appearances = CUHK_MAX_APPEARANCES
+            requested = settings.num_train_ids if split == "train" else settings.num_test_ids
+            if requested is None:
+                n_ids = max(3, int(labeled_capacity.sum()) // CUHK_BOXES_PER_ID)
         n_ids = int(min(n_ids, max(1, labeled_capacity.sum() // min_appearances)))
         identities = list(range(next_id, next_id + n_ids))
         next_id += n_ids
         split_ids[split] = identities
         members = _assign_identities(rng, frame_cameras, labeled_capacity, identities,
-                                     min_appearances, num_cameras)
+                                     min_appearances, max_appearances, num_cameras)
         quantiles = _height_quantiles(rng, members, frame_cameras, frame_times)
         for local, position in enumerate(positions):
             people = [(identity, True, quantiles[(local, identity)]) for identity in members[local]]
