@@ -101,7 +101,7 @@ class RoIPooler(nn.Module):
     def pool_rois(self, features: Tensor, rois: Tensor) -> Tensor:
         rois = rois.to(features.device)
         if self.deform is not None:
-            return self.deform(features, rois.to(features.dtype))
+            return self.deform(features, rois)  # float32 boxes even under bf16 autocast
         return roi_align(features, rois, self.output_size, self.spatial_scale, self.sampling_ratio, aligned=False)
 
 
