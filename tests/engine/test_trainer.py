@@ -157,3 +157,69 @@ def test_consecutive_nonfinite_losses_stop_with_last_good_checkpoint(records, tm
     for name, value in recorder.snapshots[3].items():
         assert torch.equal(state["model"][name], value), name
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+class RecordingMethod(ToyMethod):
+    """Records whether autocast was on and the memory format of the images."""
+
+    def training_step(self, model, batch, epoch):
+        self.seen = (torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"),
+                     batch["images"].is_contiguous(memory_format=torch.channels_last))
+        return super().training_step(model, batch, epoch)
+
+
+def test_bf16_autocast_and_channels_last(records, tmp_path):
+    method = RecordingMethod()
+    trainer = make_trainer(records, tmp_path, method=method,
+                           solver_kw={"epochs": 1, "bf16": True, "channels_last": True})
+    before = trained_state(trainer)
+    trainer.train()
+    assert method.seen == (True, torch.bfloat16, True)
+    assert trainer.module.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    after = trained_state(trainer)
+    assert not torch.equal(after["conv.weight"], before["conv.weight"])
+    assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
+    plain = RecordingMethod()
+    make_trainer(records, tmp_path / "plain", method=plain, solver_kw={"epochs": 1}).train()
+    assert plain.seen[0] is False and plain.seen[2] is False
+
+
+def test_gradient_clipping_bounds_the_norm(records, tmp_path):
+    class Clipped(Hook):
+        def __init__(self):
+            self.norms = []
+
+        def after_step(self, trainer):
+            grads = [p.grad for p in trainer.module.parameters() if p.grad is not None]
+            self.norms.append((trainer.last_step["grad_norm"],
+                               float(torch.linalg.vector_norm(torch.stack(
+                                   [torch.linalg.vector_norm(g) for g in grads])))))
+
+    hook = Clipped()
+    make_trainer(records, tmp_path, hooks=[hook],
+                 solver_kw={"epochs": 1, "clip_grad_norm": 1e-3}).train()
+    for before_clip, after_clip in hook.norms:
+        assert before_clip > 1e-3  # the raw norm is logged ...
+        assert after_clip == pytest.approx(1e-3, rel=1e-3)  # ... and the gradient is clipped
+
+
+def test_periodic_evaluation_hook(records, tmp_path):
+    calls = []
+
+    def evaluate(model, epoch):
+        calls.append((epoch, model.training, torch.is_grad_enabled()))
+        return {"mAP": 0.1 * (epoch + 1)}
+
+    torch.manual_seed(0)
+    trainer = Trainer(
+        ToyModel(), ToyMethod(), make_loader(records), solver=solver(epochs=3),
+        train=train_cfg(tmp_path, eval_every_epochs=2), train_records=records,
+        evaluate=evaluate,
+    )
+    result = trainer.train()
+    # every 2 epochs (after epoch index 1) and after the last one (index 2)
+    assert calls == [(1, False, False), (2, False, False)]
+    assert result["eval"] == {"mAP": pytest.approx(0.3)}
+    assert trainer.module.training
+    epochs = [l for l in iter_records(tmp_path / "metrics.jsonl") if l["type"] == "epoch"]
+    assert "eval/mAP" not in epochs[0] and epochs[1]["eval/mAP"] == pytest.approx(0.2)
