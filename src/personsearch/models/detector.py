@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from personsearch.models.anchors import AnchorGenerator
+from personsearch.models.backbones import build_backbone
 from personsearch.models.embedding import BNNeckBoxRegressor, NormAwareEmbedding
 from personsearch.models.roi_heads import (
     Detections,
@@ -179,8 +180,6 @@ def build_model(
     detections_per_image: int = 300,
 ) -> PersonSearchModel:
     """The SeqNet-style model from the model kwargs (docs/architecture.md)."""
-    from personsearch.models.backbones import build_backbone
-
     parts = build_backbone(backbone, weights=backbone_weights, frozen_stem=frozen_stem, frozen_bn=frozen_bn)
     res4_channels = parts.body.out_channels
     res5_channels = parts.head_out_channels
