@@ -143,3 +143,15 @@ def test_loader_batches_are_collated_and_padded(tmp_path):
     assert len(again) == 1 and torch.equal(again[0]["images"], batches[1]["images"])
     single = collate_batch([dataset[(0, 0)]])
     assert single["scales"].tolist() == [2.0]
+
+
+def test_worker_processes_give_the_same_batches(tmp_path):
+    records = write_records(tmp_path, [(10, 20), (20, 10), (10, 10), (12, 12)])
+    dataset = TrainDataset(records, offsets(records), sizes=[(40, 20), (30, 15)], seed=2)
+    serial = list(TrainLoader(dataset, batch_size=2, seed=2).batches(epoch=1))
+    parallel = list(TrainLoader(dataset, batch_size=2, seed=2, num_workers=2).batches(epoch=1))
+    assert len(serial) == len(parallel) == 2
+    for a, b in zip(serial, parallel):
+        assert torch.equal(a["images"], b["images"]) and torch.equal(a["flipped"], b["flipped"])
+        for ta, tb in zip(a["targets"], b["targets"]):
+            assert torch.equal(ta["boxes"], tb["boxes"]) and torch.equal(ta["slots"], tb["slots"])

@@ -17,6 +17,7 @@ tensor to ``dist.device`` for the collective and back to where it came from.
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -125,11 +126,12 @@ def gather_pending(pending: Any, dist: DistContext) -> Any:
     return pending
 
 
-def init_distributed(device: str = "auto") -> DistContext:
+def init_distributed(device: str = "auto", timeout_minutes: float = 120.0) -> DistContext:
     """Initialise the process group from torchrun's environment (no-op without WORLD_SIZE>1).
 
     ``device``: "auto" (cuda if available), "cpu", "cuda" or "cuda:N". Under torchrun on CUDA
-    each process takes ``cuda:LOCAL_RANK``.
+    each process takes ``cuda:LOCAL_RANK``. ``timeout_minutes`` bounds every collective: the
+    other ranks wait in one while rank 0 evaluates, so it is generous.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -147,7 +149,10 @@ def init_distributed(device: str = "auto") -> DistContext:
         return DistContext(device=torch_device)
     backend = "nccl" if use_cuda else "gloo"
     if not torch_dist.is_initialized():
-        torch_dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+        torch_dist.init_process_group(
+            backend=backend, rank=rank, world_size=world_size,
+            timeout=datetime.timedelta(minutes=timeout_minutes),
+        )
     return DistContext(rank, world_size, local_rank, backend, torch_device)
 
 
