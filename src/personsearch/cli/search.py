@@ -1,0 +1,93 @@
+"""``personsearch search``: find a person in an indexed gallery.
+
+    personsearch search INDEX --query IMAGE --box x1,y1,x2,y2 [--top K] [--min-score S]
+                        [--out DIR] [--json] [--checkpoint CKPT] [--weighting score|cosine]
+    personsearch search INDEX --query-index PERSON_ID [...]
+
+Prints the ranked hits as a table (or JSON with ``--json``); with ``--out DIR`` also writes
+DIR/results.json and DIR/results.png (query crop beside the top-K gallery images).
+The model is the index's checkpoint unless ``--checkpoint`` is given; it must have the
+fingerprint the index was built with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("index", help="index folder (personsearch index build)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--query", help="query image file")
+    source.add_argument("--query-index", type=int, metavar="PERSON_ID",
+                        help="search with a person already in the index (its id from results / the web page)")
+    parser.add_argument("--box", help="query box x1,y1,x2,y2 in pixels of --query")
+    parser.add_argument("--top", type=int, default=10, help="number of hits (default 10)")
+    parser.add_argument("--min-score", type=float, default=0.0, help="ignore gallery detections below this score")
+    parser.add_argument("--weighting", choices=("score", "cosine"), default="score",
+                        help="rank by cosine x detection score (default, SeqNet) or plain cosine")
+    parser.add_argument("--keep-query-image", action="store_true",
+                        help="do not leave the query's own image (if indexed) out of the results")
+    parser.add_argument("--checkpoint", default=None, help="model checkpoint (default: the one the index was built with)")
+    parser.add_argument("--out", default=None, help="write results.json and results.png here")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--device", default="cpu")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2)
+    os.replace(tmp, path)
+
+
+def run(args: argparse.Namespace) -> int:
+    from personsearch.data.transforms import load_image
+    from personsearch.errors import PersonSearchError
+    from personsearch.search.query import parse_box, search_with_file, search_with_person
+    from personsearch.search.store import GalleryStore
+
+    if args.top < 1:
+        raise PersonSearchError(f"--top must be >= 1, got {args.top}")
+    options = {"top_k": args.top, "weighting": args.weighting, "min_score": args.min_score,
+               "exclude_query_image": not args.keep_query_image}
+    with GalleryStore.open(args.index, readonly=False) as store:
+        if args.query is not None:
+            if args.box is None:
+                raise PersonSearchError("--query needs --box x1,y1,x2,y2")
+            box = parse_box(args.box)
+            from personsearch.search.build import check_embedder, load_embedder
+
+            checkpoint = args.checkpoint or store.settings.checkpoint
+            if not Path(checkpoint).is_file():
+                raise PersonSearchError(f"{checkpoint}: checkpoint not found (the index was built with it; pass --checkpoint)")
+            embedder = load_embedder(checkpoint, store.settings.min_size, store.settings.max_size, device=args.device)
+            check_embedder(store, embedder, checkpoint)
+            result = search_with_file(store, embedder, args.query, box, **options)
+            query_image = load_image(args.query)
+        else:
+            if args.box is not None:
+                raise PersonSearchError("--box goes with --query, not with --query-index")
+            result = search_with_person(store, args.query_index, **options)
+            query_image = load_image(Path(store.settings.images_root) / result.query["image"])
+        images_root = store.settings.images_root
+
+    data = result.to_json()
+    if args.out:
+        from personsearch.search.render import render_results
+
+        out = Path(args.out)
+        _write_json(out / "results.json", data)
+        render_results(result, query_image, images_root, out / "results.png")
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(result.table())
+        if args.out:
+            print(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'results.png'}")
+    return 0

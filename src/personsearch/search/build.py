@@ -1,0 +1,336 @@
+"""Build or update a gallery index from a folder of scene images.
+
+``Embedder`` is the small interface the search layer needs from a model; ``ModelEmbedder``
+implements it over a ``PersonSearchModel`` (docs/architecture.md: ``detect`` / ``embed_boxes``
+after ``data.transforms.preprocess``; boxes scaled into the model and back).
+
+Shapes
+------
+image       np.ndarray uint8 [H, W, 3] RGB (original pixels)
+boxes       float32 [N, 4] x1y1x2y2 in original pixels;  scores float32 [N]
+embeddings  float32 [N, D] unit norm (NOT score weighted)
+
+Incremental builds: every image file under the root (by extension, recursively) is hashed
+(sha256). New paths and paths whose hash changed are (re)processed, paths gone from disk are
+removed, everything else is left alone. Each batch of images is stored in one SQLite
+transaction, so an interrupted build resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+from personsearch.errors import DatasetError, IndexError_, PersonSearchError
+from personsearch.search.store import GalleryStore, IndexSettings, NewImage
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
+
+
+class Embedder(Protocol):
+    """What indexing and querying need from a model."""
+
+    fingerprint: str
+    embedding_dim: int
+    min_size: int
+    max_size: int
+
+    def detect(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per image: (boxes [N, 4], scores [N], embeddings [N, D]) in original pixels."""
+
+    def embed(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """Unit embeddings [n, D] of the given boxes [n, 4] (original pixels) of one image."""
+
+
+class ModelEmbedder:
+    """``Embedder`` over a PersonSearchModel, with the preprocessing of data/transforms.py."""
+
+    def __init__(self, model, fingerprint: str, min_size: int = 900, max_size: int = 1500,
+                 checkpoint: str = "", method: str | None = None) -> None:
+        import torch
+
+        self.model = model.eval()
+        self.fingerprint = fingerprint
+        self.embedding_dim = int(model.embedding_dim)
+        self.min_size = int(min_size)
+        self.max_size = int(max_size)
+        self.checkpoint = checkpoint
+        self.method = method
+        self.device = next(model.parameters()).device
+        self._torch = torch
+
+    def _batch(self, images: list[np.ndarray]):
+        from personsearch.data.transforms import batch_images, preprocess
+
+        tensors, scales = [], []
+        for image in images:
+            tensor, scale = preprocess(image, self.min_size, self.max_size)
+            tensors.append(tensor)
+            scales.append(scale)
+        batch, sizes = batch_images(tensors)
+        return batch.to(self.device), sizes, scales
+
+    def detect(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        batch, sizes, scales = self._batch(images)
+        detections = self.model.detect(batch, sizes)
+        out = []
+        for det, scale in zip(detections, scales):
+            out.append((
+                (det.boxes.detach().cpu().float() / scale).numpy().astype(np.float32),
+                det.scores.detach().cpu().float().numpy().astype(np.float32),
+                det.embeddings.detach().cpu().float().numpy().astype(np.float32),
+            ))
+        return out
+
+    def embed(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        batch, sizes, scales = self._batch([image])
+        scaled = self._torch.as_tensor(np.asarray(boxes, dtype=np.float32) * scales[0])
+        (embeddings,) = self.model.embed_boxes(batch, sizes, [scaled])
+        return embeddings.detach().cpu().float().numpy().astype(np.float32)
+
+
+def load_embedder(checkpoint: str | Path, min_size: int | None = None, max_size: int | None = None,
+                  device: str = "cpu") -> ModelEmbedder:
+    """Load a checkpoint (engine.checkpoint.load_model). The preprocessing sizes default to the
+    checkpoint's ``eval`` config section (900 / 1500 when it has none)."""
+    from personsearch.engine.checkpoint import load_model
+
+    model, info = load_model(checkpoint, device=device)
+    eval_config = (info.get("config") or {}).get("eval") or {}
+    return ModelEmbedder(
+        model,
+        info["fingerprint"],
+        min_size=int(min_size if min_size is not None else eval_config.get("min_size", 900)),
+        max_size=int(max_size if max_size is not None else eval_config.get("max_size", 1500)),
+        checkpoint=str(Path(checkpoint).resolve()),
+        method=info.get("method"),
+    )
+
+
+def check_embedder(store: GalleryStore, embedder: Embedder, checkpoint: str = "") -> None:
+    """IndexError_ when ``embedder`` is not the model the index was built with."""
+    settings = store.settings
+    if embedder.fingerprint != settings.fingerprint:
+        raise IndexError_(
+            f"{store.root}: index was built by a different model (fingerprint {settings.fingerprint[:12]}, "
+            f"checkpoint {settings.checkpoint}); {checkpoint or 'the given model'} has fingerprint "
+            f"{embedder.fingerprint[:12]}"
+        )
+    if embedder.embedding_dim != settings.embedding_dim:
+        raise IndexError_(f"{store.root}: index embeddings have dim {settings.embedding_dim}, model {embedder.embedding_dim}")
+
+
+def scan_images(root: Path) -> list[str]:
+    """Image files under ``root`` (recursively, by extension), as sorted POSIX relative paths.
+    Hidden files and folders are skipped; symbolic links are not followed out of the root."""
+    found = []
+    root_resolved = root.resolve()
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            path = Path(folder) / name
+            if not path.resolve().is_relative_to(root_resolved):
+                continue
+            found.append(path.relative_to(root).as_posix())
+    return sorted(found)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class BuildReport:
+    images_total: int = 0
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    persons_added: int = 0
+    seconds: float = 0.0
+    processed: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"{self.images_total} images: {self.added} added, {self.changed} changed, {self.removed} removed, "
+                f"{self.unchanged} unchanged, {self.failed} unreadable; {self.persons_added} persons added "
+                f"in {self.seconds:.1f}s")
+
+
+def build_index(
+    index_path: str | Path,
+    embedder: Embedder,
+    images_root: str | Path,
+    *,
+    checkpoint: str = "",
+    index_type: str | None = None,
+    index_params: dict | None = None,
+    min_score: float | None = None,
+    batch_size: int = 4,
+    progress: bool = True,
+    on_batch: Callable[[int], None] | None = None,
+) -> BuildReport:
+    """Create or incrementally update the index at ``index_path`` from ``images_root``.
+
+    ``index_type`` / ``min_score`` default to the index's own settings (``flat`` / 0.5 for a new
+    index); giving a different value for an existing index is an error. ``on_batch(k)`` is
+    called after batch k (0-based) has been committed.
+    """
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+    images_root = Path(images_root)
+    if not images_root.is_dir():
+        raise PersonSearchError(f"{images_root}: images folder not found")
+    if batch_size < 1:
+        raise PersonSearchError(f"--batch-size must be >= 1, got {batch_size}")
+    root_text = str(images_root.resolve())
+    index_path = Path(index_path)
+    if (index_path / "index.sqlite").exists():
+        store = GalleryStore.open(index_path)
+        _check_same_settings(store, embedder, root_text, index_type, index_params, min_score)
+    else:
+        settings = IndexSettings(
+            fingerprint=embedder.fingerprint,
+            checkpoint=checkpoint,
+            embedding_dim=int(embedder.embedding_dim),
+            images_root=root_text,
+            min_size=int(embedder.min_size),
+            max_size=int(embedder.max_size),
+            min_score=float(0.5 if min_score is None else min_score),
+            index_type=index_type or "flat",
+            index_params=dict(index_params or {}),
+            method=getattr(embedder, "method", None),
+        )
+        try:
+            store = GalleryStore.create(index_path, settings)
+        except ValueError as error:
+            raise IndexError_(f"{index_path}: {error}") from None
+    report = BuildReport()
+    try:
+        _update(store, embedder, images_root, batch_size, progress, on_batch, report, tqdm)
+    finally:
+        store.close()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _check_same_settings(store, embedder, root_text, index_type, index_params, min_score) -> None:
+    settings = store.settings
+    check_embedder(store, embedder)
+    problems = []
+    if settings.images_root != root_text:
+        problems.append(f"images root {settings.images_root} (got {root_text})")
+    if (settings.min_size, settings.max_size) != (embedder.min_size, embedder.max_size):
+        problems.append(f"preprocessing min/max size {settings.min_size}/{settings.max_size} "
+                        f"(got {embedder.min_size}/{embedder.max_size})")
+    if index_type is not None and index_type != settings.index_type:
+        problems.append(f"index type {settings.index_type} (got {index_type})")
+    if min_score is not None and float(min_score) != settings.min_score:
+        problems.append(f"min score {settings.min_score} (got {min_score})")
+    if index_params:
+        for key, value in index_params.items():
+            if value is not None and settings.index_params.get(key) != value:
+                problems.append(f"{key} {settings.index_params.get(key)} (got {value})")
+    if problems:
+        raise IndexError_(f"{store.root}: this index was built with " + "; ".join(problems)
+                          + ". Build a new index (--out) to change them.")
+
+
+def _update(store: GalleryStore, embedder: Embedder, images_root: Path, batch_size: int, progress: bool,
+            on_batch, report: BuildReport, tqdm) -> None:
+    rel_paths = scan_images(images_root)
+    report.images_total = len(rel_paths)
+    known = store.known_images()
+    pending: list[tuple[str, str, int]] = []  # (rel_path, sha256, size)
+    changed_paths = []
+    for rel_path in tqdm(rel_paths, desc="hashing", unit="img", disable=not progress or len(rel_paths) < 1000):
+        path = images_root / rel_path
+        try:
+            digest, size = sha256_file(path), path.stat().st_size
+        except OSError as error:
+            raise DatasetError(path, f"cannot read ({error.strerror or error})") from None
+        if rel_path in known:
+            if known[rel_path][1] == digest:
+                report.unchanged += 1
+                continue
+            changed_paths.append(rel_path)
+            report.changed += 1
+        else:
+            report.added += 1
+        pending.append((rel_path, digest, size))
+    on_disk = set(rel_paths)
+    deleted = [p for p in known if p not in on_disk]
+    report.removed = len(deleted)
+
+    if not pending and not deleted:
+        store.vector_index()  # make sure the cache is valid (rebuilt if missing / stale)
+        return
+    index = store.load_vectors_for_update()
+    incremental = True
+    removed_ids = store.remove_images(deleted + changed_paths)
+    if len(removed_ids) or deleted or changed_paths:
+        incremental = store.update_vectors(index, np.zeros(0, np.int64), np.zeros((0, store.settings.embedding_dim), np.float32), removed_ids)
+
+    bar = tqdm(total=len(pending), desc="indexing", unit="img", disable=not progress, dynamic_ncols=True)
+    try:
+        for batch_number, start in enumerate(range(0, len(pending), batch_size)):
+            chunk = pending[start:start + batch_size]
+            new_images = _process_batch(embedder, images_root, chunk, store.settings.min_score)
+            added = store.add_images(new_images)
+            report.failed += sum(1 for item in new_images if item.error)
+            report.persons_added += sum(len(item.boxes) for item in new_images)
+            report.processed.extend(item.rel_path for item in new_images)
+            if incremental:
+                ids = np.concatenate([person_ids for _, person_ids in added])
+                vectors = np.concatenate([item.embeddings for item in new_images]).reshape(-1, store.settings.embedding_dim)
+                incremental = store.update_vectors(index, ids, vectors, np.zeros(0, np.int64))
+            bar.update(len(chunk))
+            bar.set_postfix(persons=report.persons_added, refresh=False)
+            if on_batch is not None:
+                on_batch(batch_number)
+    finally:
+        bar.close()
+    if incremental:
+        store.save_vectors(index)
+    else:
+        store.vector_index()  # rebuild from SQLite (retrains IVF, rebuilds HNSW) and write
+
+
+def _process_batch(embedder: Embedder, images_root: Path, chunk: list[tuple[str, str, int]],
+                   min_score: float) -> list[NewImage]:
+    from personsearch.data.transforms import load_image
+
+    dim = int(embedder.embedding_dim)
+    loaded, results = [], []
+    for rel_path, digest, size in chunk:
+        try:
+            image = load_image(images_root / rel_path)
+        except DatasetError as error:
+            results.append(NewImage(rel_path, digest, 0, 0, size, np.zeros((0, 4), np.float32),
+                                    np.zeros(0, np.float32), np.zeros((0, dim), np.float32), error=error.problem))
+            continue
+        loaded.append((rel_path, digest, size, image))
+    if loaded:
+        detections = embedder.detect([image for *_, image in loaded])
+        for (rel_path, digest, size, image), (boxes, scores, embeddings) in zip(loaded, detections):
+            keep = np.asarray(scores) >= min_score
+            results.append(NewImage(
+                rel_path, digest, image.shape[1], image.shape[0], size,
+                np.asarray(boxes, np.float32).reshape(-1, 4)[keep],
+                np.asarray(scores, np.float32)[keep],
+                np.asarray(embeddings, np.float32).reshape(-1, dim)[keep],
+            ))
+    return results
