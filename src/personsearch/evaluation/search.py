@@ -213,7 +213,7 @@ class SearchResult:
 
 def search_metrics(gallery: GalleryDetections, query_feats: np.ndarray,
                    protocol: SearchProtocol, det_thresh: float = 0.5,
-                   topk: tuple[int, ...] = DEFAULT_TOPK, chunk_size: int = 128
+                   topk: tuple[int, ...] = DEFAULT_TOPK, max_chunk_items: int = 1 << 23
                    ) -> SearchResult:
     """Evaluate every query of ``protocol`` (see module docstring).
 
@@ -222,6 +222,7 @@ def search_metrics(gallery: GalleryDetections, query_feats: np.ndarray,
         query_feats: float32 [Q, D].
         protocol: per-query gallery / GT structures over the same G images.
         det_thresh: detections with score >= det_thresh are kept.
+        max_chunk_items: queries are processed in chunks of about this many list items.
     """
     query_feats = np.ascontiguousarray(np.asarray(query_feats, dtype=np.float32))
     num_queries = protocol.num_queries
@@ -231,133 +232,189 @@ def search_metrics(gallery: GalleryDetections, query_feats: np.ndarray,
     if len(kept.scores) and kept.feats.shape[1] != query_feats.shape[1]:
         raise ValueError(f"gallery features have dimension {kept.feats.shape[1]} but query "
                          f"features {query_feats.shape[1]}")
-    image_starts = kept.image_offsets[:-1]
-    image_counts = kept.counts
-    num_items_total = len(kept.scores)
-    walk_position = np.full(gallery.num_images, -1, dtype=np.int64)
-
+    for q, images in enumerate(protocol.gallery_images):
+        if len(images) and (images.min() < 0 or images.max() >= gallery.num_images):
+            raise ValueError(f"query {q}: gallery image index out of range 0..{gallery.num_images - 1}")
+    list_sizes = np.array([int(kept.counts[images].sum()) for images in protocol.gallery_images],
+                          dtype=np.int64)
     average_precisions = np.zeros(num_queries, dtype=np.float64)
     hits = np.zeros((num_queries, len(topk)), dtype=bool)
     count_tp = np.zeros(num_queries, dtype=np.int64)
-    for chunk_start in range(0, num_queries, chunk_size):
-        chunk = range(chunk_start, min(chunk_start + chunk_size, num_queries))
-        items_per_query = [concat_ranges(image_starts[protocol.gallery_images[q]],
-                                         image_counts[protocol.gallery_images[q]])
-                           for q in chunk]
-        dense = [4 * len(items) >= num_items_total and len(items) > 0
-                 for items in items_per_query]
-        dense_rows = None
-        if any(dense):
-            dense_queries = [q for q, d in zip(chunk, dense) if d]
-            dense_rows = dict(zip(dense_queries, range(len(dense_queries))))
-            dense_sims = query_feats[dense_queries] @ kept.feats.T
-        for q, items, is_dense in zip(chunk, items_per_query, dense):
-            if is_dense:
-                sims = dense_sims[dense_rows[q]][items]
-            else:
-                sims = kept.feats[items] @ query_feats[q]
-            ap, query_hits, tp = _evaluate_query(
-                sims, protocol, q, kept, image_starts, image_counts, walk_position, topk)
-            average_precisions[q], hits[q], count_tp[q] = ap, query_hits, tp
-    return SearchResult(average_precisions, hits, count_tp, protocol.count_gt.copy(),
-                        tuple(topk))
+    first = 0
+    while first < num_queries:
+        last = first + 1
+        total = int(list_sizes[first])
+        while last < num_queries and total + list_sizes[last] <= max_chunk_items:
+            total += int(list_sizes[last])
+            last += 1
+        chunk = _ChunkEvaluation(kept, query_feats, protocol, first, last, list_sizes[first:last],
+                                 tuple(topk))
+        average_precisions[first:last] = chunk.average_precisions
+        hits[first:last] = chunk.hits
+        count_tp[first:last] = chunk.count_tp
+        first = last
+    return SearchResult(average_precisions, hits, count_tp, protocol.count_gt.copy(), tuple(topk))
 
 
-def _evaluate_query(sims: np.ndarray, protocol: SearchProtocol, q: int,
-                    kept: GalleryDetections, image_starts: np.ndarray,
-                    image_counts: np.ndarray, walk_position: np.ndarray,
-                    topk: tuple[int, ...]) -> tuple[float, np.ndarray, int]:
-    """(AP x recall correction, hits [len(topk)], count_tp) of query q given its list's
-    similarities ``sims`` [L] float32 in walk order."""
-    gallery_images = protocol.gallery_images[q]
-    walk_position[gallery_images] = np.arange(len(gallery_images))
-    if np.any(walk_position[gallery_images] != np.arange(len(gallery_images))):
-        walk_position[gallery_images] = -1
-        raise ValueError(f"query {q}: a gallery image is listed twice")
-    try:
-        gallery_counts = image_counts[gallery_images]
-        block_starts = np.cumsum(gallery_counts) - gallery_counts
-        gt_images = protocol.gt_images[q]
-        gt_walk = walk_position[gt_images]
-        if np.any(gt_walk < 0):
-            raise ValueError(f"query {q}: a GT image is not in the query's gallery")
-    finally:
-        walk_position[gallery_images] = -1
-    match = _match_gt_images(sims, kept.boxes, gt_images, protocol.gt_boxes[q],
-                             protocol.gt_iou_thresholds[q], image_starts, image_counts,
-                             block_starts[gt_walk])
-    positive_scores = match.positive_scores
-    count_tp = len(positive_scores)
-    count_gt = int(protocol.count_gt[q])
+class _ChunkEvaluation:
+    """Queries first..last-1 at once: their lists laid out flat (query-major, walk order)."""
 
-    sorted_sims = np.sort(sims)
-    average_precision = 0.0
-    if count_tp > 0:
-        average_precision = (average_precision_of_positives(sorted_sims, positive_scores)
-                             * (count_tp * 1.0 / count_gt))
+    def __init__(self, kept: GalleryDetections, query_feats: np.ndarray,
+                 protocol: SearchProtocol, first: int, last: int, list_sizes: np.ndarray,
+                 topk: tuple[int, ...]) -> None:
+        self.topk = topk
+        num = last - first
+        image_starts, image_counts = kept.image_offsets[:-1], kept.counts
+        num_images = len(image_counts)
+        pair_image = np.concatenate([protocol.gallery_images[q] for q in range(first, last)]
+                                    + [np.zeros(0, np.int64)])
+        pair_query = np.repeat(np.arange(num, dtype=np.int64),
+                               [len(protocol.gallery_images[q]) for q in range(first, last)])
+        pair_count = image_counts[pair_image]
+        pair_flat_start = np.cumsum(pair_count) - pair_count
+        self.query_ends = np.cumsum(list_sizes)
+        self.query_starts = self.query_ends - list_sizes
+        total = int(self.query_ends[-1]) if num else 0
+        self.sims = self._similarities(kept, query_feats, first, num, list_sizes, pair_image,
+                                       pair_query, pair_count, pair_flat_start, protocol)
 
-    num_items = len(sims)
-    query_hits = np.zeros(len(topk), dtype=bool)
-    needs_exact = False
-    for column, k in enumerate(topk):
-        if num_items <= k:
-            query_hits[column] = count_tp > 0
-            continue
-        kth = sorted_sims[num_items - k]          # k-th largest
-        if kth == sorted_sims[num_items - k - 1]:  # tie across the cut: argsort decides
-            needs_exact = True
-            break
-        query_hits[column] = bool(np.any(positive_scores >= kth))
-    if needs_exact:
-        query_hits = _exact_hits(sims, match, topk)
-    return average_precision, query_hits, count_tp
+        # where each GT image's block lies in the flat list
+        pair_keys = pair_query * num_images + pair_image
+        key_order = np.argsort(pair_keys, kind="stable")
+        sorted_pair_keys = pair_keys[key_order]
+        if np.any(sorted_pair_keys[1:] == sorted_pair_keys[:-1]):
+            dup = int(pair_query[key_order][1:][sorted_pair_keys[1:] == sorted_pair_keys[:-1]][0])
+            raise ValueError(f"query {first + dup}: a gallery image is listed twice")
+        gt_query = np.repeat(np.arange(num, dtype=np.int64),
+                             [len(protocol.gt_images[q]) for q in range(first, last)])
+        gt_image = np.concatenate([protocol.gt_images[q] for q in range(first, last)]
+                                  + [np.zeros(0, np.int64)])
+        gt_boxes = np.concatenate([protocol.gt_boxes[q] for q in range(first, last)]
+                                  + [np.zeros((0, 4))])
+        gt_thresholds = np.concatenate([protocol.gt_iou_thresholds[q]
+                                        for q in range(first, last)] + [np.zeros(0)])
+        gt_keys = gt_query * num_images + gt_image
+        found = np.searchsorted(sorted_pair_keys, gt_keys)
+        found_clipped = np.minimum(found, max(len(sorted_pair_keys) - 1, 0))
+        if len(gt_keys) and (len(sorted_pair_keys) == 0 or
+                             np.any(sorted_pair_keys[found_clipped] != gt_keys)):
+            bad = gt_query[(len(sorted_pair_keys) == 0) |
+                           (sorted_pair_keys[found_clipped] != gt_keys)][0]
+            raise ValueError(f"query {first + int(bad)}: a GT image is not in its gallery")
+        gt_pair = key_order[found_clipped] if len(gt_keys) else np.zeros(0, np.int64)
+
+        # per-image matching: the most similar detection with IoU >= threshold
+        counts = image_counts[gt_image]
+        detected = counts > 0
+        self.entry_query = gt_query[detected]
+        self.entry_start = pair_flat_start[gt_pair][detected]
+        self.entry_count = counts[detected]
+        det_index = concat_ranges(image_starts[gt_image[detected]], self.entry_count)
+        flat_index = concat_ranges(self.entry_start, self.entry_count)
+        self.overlaps = pairwise_iou(kept.boxes[det_index],
+                                     np.repeat(gt_boxes[detected], self.entry_count, axis=0)
+                                     ) >= np.repeat(gt_thresholds[detected], self.entry_count)
+        self.entry_segment = np.cumsum(self.entry_count) - self.entry_count
+        if len(self.entry_count):
+            candidate = np.where(self.overlaps, self.sims[flat_index], np.float32(-np.inf))
+            best = np.maximum.reduceat(candidate, self.entry_segment)
+            matched = np.logical_or.reduceat(self.overlaps, self.entry_segment)
+        else:
+            best = np.zeros(0, np.float32)
+            matched = np.zeros(0, bool)
+        positive_query = self.entry_query[matched]
+        positive_value = best[matched]
+        self.count_tp = np.bincount(positive_query, minlength=num).astype(np.int64)
+
+        # per query: one float32 sort of its list gives AP counts and the top-k cut
+        self.average_precisions = np.zeros(num, dtype=np.float64)
+        self.hits = np.zeros((num, len(topk)), dtype=bool)
+        by_query = np.argsort(positive_query, kind="stable")
+        positive_bounds = np.searchsorted(positive_query[by_query], np.arange(num + 1))
+        count_gt = protocol.count_gt[first:last]
+        for q in range(num):
+            sorted_sims = np.sort(self.sims[self.query_starts[q]:self.query_ends[q]])
+            positives = positive_value[by_query[positive_bounds[q]:positive_bounds[q + 1]]]
+            tp = len(positives)
+            if tp:
+                self.average_precisions[q] = (average_precision_of_positives(sorted_sims, positives)
+                                              * (tp * 1.0 / int(count_gt[q])))
+            self.hits[q] = self._hits(q, sorted_sims, positives)
+
+    def _similarities(self, kept, query_feats, first, num, list_sizes, pair_image, pair_query,
+                      pair_count, pair_flat_start, protocol) -> np.ndarray:
+        sims = np.empty(int(list_sizes.sum()), dtype=np.float32)
+        num_items = len(kept.scores)
+        dense = (4 * list_sizes >= num_items) & (list_sizes > 0)
+        image_starts = kept.image_offsets[:-1]
+        if dense.any():
+            included = np.zeros(len(kept.counts), dtype=bool)
+            image_of_item = np.repeat(np.arange(len(kept.counts)), kept.counts)
+            dense_queries = np.flatnonzero(dense)
+            for row_start in range(0, len(dense_queries), 64):
+                rows = dense_queries[row_start:row_start + 64]
+                block = query_feats[first + rows] @ kept.feats.T
+                for row, q in zip(block, rows):
+                    images = protocol.gallery_images[first + q]
+                    target = sims[self.query_starts[q]:self.query_ends[q]]
+                    if np.all(images[1:] > images[:-1]):  # walk order = detection order
+                        included[images] = True
+                        target[:] = row[included[image_of_item]]
+                        included[images] = False
+                    else:
+                        target[:] = row[concat_ranges(image_starts[images],
+                                                      kept.counts[images])]
+        # sparse queries: one small matmul per gallery image over the queries that list it
+        sparse_pair = np.flatnonzero(~dense[pair_query] & (pair_count > 0))
+        if len(sparse_pair):
+            by_image = sparse_pair[np.argsort(pair_image[sparse_pair], kind="stable")]
+            images = pair_image[by_image]
+            run_starts = np.flatnonzero(np.r_[True, images[1:] != images[:-1]])
+            run_ends = np.r_[run_starts[1:], len(images)]
+            for run_start, run_end in zip(run_starts, run_ends):
+                pairs = by_image[run_start:run_end]
+                image = images[run_start]
+                count = int(kept.counts[image])
+                start = int(image_starts[image])
+                block = kept.feats[start:start + count] @ query_feats[first + pair_query[pairs]].T
+                positions = pair_flat_start[pairs][:, None] + np.arange(count)
+                sims[positions] = block.T
+        return sims
+
+    def _hits(self, q: int, sorted_sims: np.ndarray, positives: np.ndarray) -> np.ndarray:
+        """hit@k; the top-k set is fixed by value unless the k-th and (k+1)-th largest tie."""
+        size = len(sorted_sims)
+        hits = np.zeros(len(self.topk), dtype=bool)
+        best = positives.max() if len(positives) else None
+        for column, k in enumerate(self.topk):
+            if size <= k:
+                hits[column] = best is not None
+                continue
+            kth = sorted_sims[size - k]
+            if kth == sorted_sims[size - k - 1]:
+                return self._exact_hits(q)
+            hits[column] = best is not None and best >= kth
+        return hits
+
+    def _exact_hits(self, q: int) -> np.ndarray:
+        """hit@k with SeqNet's tie order: rebuild its (y_score, y_true) list — a GT image's
+        block re-ordered by ``np.argsort(sim)[::-1]``, positive = first overlapping detection
+        in that order — and rank it with ``np.argsort(y_score)[::-1]``."""
+        start, end = int(self.query_starts[q]), int(self.query_ends[q])
+        sims = self.sims[start:end]
+        y_score = sims.copy()
+        y_true = np.zeros(len(sims), dtype=np.int32)
+        for entry in np.flatnonzero(self.entry_query == q):
+            block_start = int(self.entry_start[entry]) - start
+            length = int(self.entry_count[entry])
+            segment = int(self.entry_segment[entry])
+            block = sims[block_start:block_start + length]
+            order = np.argsort(block)[::-1]
+            y_score[block_start:block_start + length] = block[order]
+            first = np.flatnonzero(self.overlaps[segment:segment + length][order])
+            if len(first):
+                y_true[block_start + first[0]] = 1
+        ranked = y_true[np.argsort(y_score)[::-1]]
+        return np.array([min(1, int(ranked[:k].sum())) == 1 for k in self.topk], dtype=bool)
 
 
-@dataclass(frozen=True, eq=False)
-class _GtMatch:
-    """Per-image matching of one query. For every GT image with kept detections: its block
-    (start, length) in the list, the IoU >= threshold flags of its detections (det order)."""
-
-    block_starts: np.ndarray
-    block_lengths: np.ndarray
-    overlaps: list[np.ndarray]
-    positive_scores: np.ndarray
-
-
-def _match_gt_images(sims: np.ndarray, det_boxes: np.ndarray, gt_images: np.ndarray,
-                     gt_boxes: np.ndarray, thresholds: np.ndarray, image_starts: np.ndarray,
-                     image_counts: np.ndarray, gt_block_starts: np.ndarray) -> _GtMatch:
-    counts = image_counts[gt_images]
-    detected = counts > 0
-    counts = counts[detected]
-    block_starts = gt_block_starts[detected]
-    det_index = concat_ranges(image_starts[gt_images[detected]], counts)
-    list_index = concat_ranges(block_starts, counts)
-    repeated_gt = np.repeat(gt_boxes[detected], counts, axis=0)
-    overlaps = pairwise_iou(det_boxes[det_index], repeated_gt) >= np.repeat(
-        thresholds[detected], counts)
-    if len(counts) == 0:
-        return _GtMatch(block_starts, counts, [], np.zeros(0, np.float32))
-    segment_starts = np.cumsum(counts) - counts
-    candidate = np.where(overlaps, sims[list_index], np.float32(-np.inf))
-    best = np.maximum.reduceat(candidate, segment_starts)
-    matched = np.logical_or.reduceat(overlaps, segment_starts)
-    return _GtMatch(block_starts, counts, np.split(overlaps, segment_starts[1:]),
-                    best[matched].astype(np.float32))
-
-
-def _exact_hits(sims: np.ndarray, match: _GtMatch, topk: tuple[int, ...]) -> np.ndarray:
-    """hit@k with SeqNet's tie order: rebuild its (y_score, y_true) list — a GT image's block
-    re-ordered by ``np.argsort(sim)[::-1]``, positive = first overlapping detection in that
-    order — and rank it with ``np.argsort(y_score)[::-1]``."""
-    y_score = sims.copy()
-    y_true = np.zeros(len(sims), dtype=np.int32)
-    for start, length, overlaps in zip(match.block_starts, match.block_lengths, match.overlaps):
-        block = sims[start:start + length]
-        order = np.argsort(block)[::-1]
-        y_score[start:start + length] = block[order]
-        first = np.flatnonzero(overlaps[order])
-        if len(first):
-            y_true[start + first[0]] = 1
-    ranked = y_true[np.argsort(y_score)[::-1]]
-    return np.array([min(1, int(ranked[:k].sum())) == 1 for k in topk], dtype=bool)
