@@ -136,6 +136,8 @@ class GalleryDetections:
     def keep(self, det_thresh: float) -> "GalleryDetections":
         """Detections with ``score >= det_thresh`` (inclusive), original order kept."""
         kept = self.scores >= det_thresh
+        if kept.all():
+            return self
         cumulative = np.concatenate([[0], np.cumsum(kept)]).astype(np.int64)
         return GalleryDetections(cumulative[self.image_offsets], self.boxes[kept],
                                  self.scores[kept], self.feats[kept])
