@@ -306,7 +306,7 @@ def _update(store: GalleryStore, embedder: Embedder, images_root: Path, batch_si
     if incremental:
         store.save_vectors(index)
     else:
-        store.vector_index()  # rebuild from SQLite (retrains IVF, rebuilds HNSW) and write
+        store.rebuild_vectors()  # from SQLite (retrains IVF, rebuilds HNSW) and write
 
 
 def _process_batch(embedder: Embedder, images_root: Path, chunk: list[tuple[str, str, int]],

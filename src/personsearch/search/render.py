@@ -22,7 +22,7 @@ THUMB_HEIGHT = 220
 CAPTION = 22
 PAD = 8
 QUERY_COLOUR = (30, 144, 255)
-HIT_COLOUR = (220, 30, 30)
+HIT_COLOUR = (255, 212, 0)  # drawn over a black outline: visible on any colour
 
 
 def _fit_height(image: Image.Image, height: int) -> tuple[Image.Image, float]:
@@ -54,7 +54,8 @@ def render_results(
         tile, scale = _fit_height(gallery, THUMB_HEIGHT)
         draw = ImageDraw.Draw(tile)
         box = [v * scale for v in hit.box]
-        draw.rectangle(box, outline=HIT_COLOUR, width=3)
+        draw.rectangle(box, outline=(0, 0, 0), width=5)
+        draw.rectangle(box, outline=HIT_COLOUR, width=2)
         tiles.append((tile, f"#{hit.rank}  {hit.similarity:.3f}"))
 
     columns = max(1, min(columns, len(tiles) or 1))

@@ -453,6 +453,16 @@ class GalleryStore:
             self._write_cache(index, generation, self.vector_params())
             self._index, self._index_generation = index, generation
 
+    def rebuild_vectors(self):
+        """Rebuild the faiss index from SQLite and write the cache (after a build whose changes
+        could not be applied incrementally)."""
+        with self._lock:
+            generation = self.generation
+            index, params = self._rebuild_index()
+            self._write_cache(index, generation, params)
+            self._index, self._index_generation, self._index_params = index, generation, params
+            return index
+
     def load_vectors_for_update(self):
         """The index valid at the current generation (loaded or rebuilt), for incremental edits."""
         self._index = None
