@@ -171,6 +171,7 @@ def test_cuhk_sysu_protocol(cuhk_root):
             assert entry.query_name not in names
             assert flags[0] and flags == sorted(flags, reverse=True)  # positives first
             assert len(names) == min(size, len(pool) - 1)  # capped by the pool
+    assert not (cuhk_root / "annotation/test/train_test/TestG500.mat").exists()  # pool < 500
     masks = [load_person_masks(cuhk_root, r) for r in gallery]
     assert all(m is not None and m.max() == r.num_boxes for m, r in zip(masks, gallery))
 

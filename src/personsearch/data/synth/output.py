@@ -38,6 +38,14 @@ def frame_record(root: Path, plan: ScenePlan, frame: FramePlan, index: int) -> S
         camera_id=frame.camera if plan.settings.fmt == "prw" else 0, image_index=index)
 
 
+def cuhk_gallery_sizes(pool_size: int) -> list[int]:
+    """TestG sizes written for a pool of ``pool_size`` images: 50 and 100 always (capped at
+    pool_size - 1 images when the pool is smaller), larger sizes only when the pool can fill
+    them (a larger file would repeat "every other pool image", which is the full-set protocol,
+    gallery_size -1, and scipy needs ~70 us per gallery entry to write it)."""
+    return [size for size in GALLERY_SIZES if size <= 100 or size < pool_size]
+
+
 def _normalise_mat_headers(root: Path) -> None:
     for path in sorted(root.rglob("*.mat")):
         with open(path, "r+b") as handle:
@@ -74,7 +82,7 @@ def write_annotations(root: Path, plan: ScenePlan) -> int:
         protocols = {
             size: writers.build_cuhk_protocol(test, picks, size, seed=plan.settings.seed,
                                               allow_smaller=True)
-            for size in GALLERY_SIZES
+            for size in cuhk_gallery_sizes(len(test))
         }
         writers.write_cuhk_sysu(root, train, test, protocols)
     _normalise_mat_headers(root)
