@@ -1,0 +1,163 @@
+"""The index / search command lines with a tiny real model (random seeded weights, "small"
+backbone) on tiny drawn scenes: build, info, search (table, JSON, picture), bad queries,
+fingerprint mismatch, and a build killed mid-way then resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import SCENES, draw_scene
+from personsearch.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, tiny_checkpoint):
+    root = tmp_path_factory.mktemp("cli")
+    images = root / "images"
+    for name, persons in SCENES.items():
+        draw_scene(images / name, persons)
+    code = main(["index", "build", str(tiny_checkpoint), str(images), "--out", str(root / "idx"),
+                 "--min-score", "0", "--batch-size", "2", "--quiet"])
+    assert code == 0
+    return root, images, root / "idx"
+
+
+def test_build_and_info(built, tiny_checkpoint, capsys):
+    root, images, index = built
+    assert main(["index", "info", str(index), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["images"] == 4 and info["persons"] > 0 and info["vectors_in_faiss"] == info["persons"]
+    assert info["embedding_dim"] == 32 and info["index_type"] == "flat"
+    assert info["checkpoint"] == str(tiny_checkpoint.resolve())
+    assert info["preprocessing"] == {"min_size": 64, "max_size": 96}  # from the checkpoint's eval config
+    assert info["vector_cache"] == "valid" and info["sizes_bytes"]["vectors.faiss"] > 0
+    # re-running processes nothing
+    assert main(["index", "build", str(tiny_checkpoint), str(images), "--out", str(index), "--quiet"]) == 0
+    assert "0 added, 0 changed, 0 removed, 4 unchanged" in capsys.readouterr().out
+
+
+def test_search_table_json_and_picture(built, capsys):
+    root, images, index = built
+    out = root / "results"
+    assert main(["search", str(index), "--query", str(images / "a.png"), "--box", "5,5,20,50",
+                 "--top", "3", "--out", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert 1 <= len(result["hits"]) <= 3
+    assert [h["rank"] for h in result["hits"]] == list(range(1, len(result["hits"]) + 1))
+    sims = [h["similarity"] for h in result["hits"]]
+    assert sims == sorted(sims, reverse=True)
+    assert all(h["image"] != "a.png" for h in result["hits"])  # the query's own image is left out
+    assert json.loads((out / "results.json").read_text()) == result
+    with Image.open(out / "results.png") as picture:
+        assert picture.width > picture.height > 100
+    person = result["hits"][0]["person_id"]
+    assert main(["search", str(index), "--query-index", str(person), "--top", "2"]) == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[0].split()[:2] == ["rank", "similarity"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--box", "1,2,3"], "bad box '1,2,3': expected four numbers"),
+    (["--box", "a,b,c,d"], "expected four numbers"),
+    (["--box", "20,5,5,50"], "needs x2 > x1"),
+    (["--box", "50,10,200,60"], "outside the image (96x64)"),
+    ([], "--query needs --box"),
+])
+def test_bad_queries_are_clear_errors(built, capsys, args, message):
+    root, images, index = built
+    assert main(["search", str(index), "--query", str(images / "a.png"), *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unreadable_query_image_and_missing_index(built, tmp_path, capsys):
+    root, images, index = built
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    assert main(["search", str(index), "--query", str(broken), "--box", "1,1,5,5"]) == 2
+    assert f"{broken}: not a readable image" in capsys.readouterr().err
+    assert main(["search", str(tmp_path / "nope"), "--query-index", "1"]) == 2
+    assert "index folder not found" in capsys.readouterr().err
+
+
+def test_fingerprint_mismatch(built, tmp_path, capsys):
+    from personsearch.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    root, images, index = built
+    state = load_checkpoint(_checkpoint_of(index))
+    state["model"] = {k: (v + 0.01 if v.is_floating_point() else v) for k, v in state["model"].items()}
+    other = tmp_path / "other.pt"
+    save_checkpoint(other, state)
+    assert main(["search", str(index), "--query", str(images / "a.png"), "--box", "5,5,20,50",
+                 "--checkpoint", str(other)]) == 2
+    assert "index was built by a different model" in capsys.readouterr().err
+    assert main(["index", "build", str(other), str(images), "--out", str(index), "--quiet"]) == 2
+    assert "different model" in capsys.readouterr().err
+
+
+def _checkpoint_of(index: Path) -> str:
+    connection = sqlite3.connect(index / "index.sqlite")
+    try:
+        return connection.execute("SELECT value FROM meta WHERE key='checkpoint'").fetchone()[0]
+    finally:
+        connection.close()
+
+
+def test_killed_build_resumes(tmp_path, tiny_checkpoint):
+    images = tmp_path / "images"
+    for i in range(10):
+        draw_scene(images / f"{i:02d}.png", [("red", (2 + 3 * i, 4, 20 + 3 * i, 50))])
+    index = tmp_path / "idx"
+    command = [sys.executable, "-m", "personsearch.cli.main", "index", "build", str(tiny_checkpoint), str(images),
+               "--out", str(index), "--batch-size", "1", "--min-score", "0", "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    done_before_kill = 0
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if (index / "index.sqlite").exists():
+                try:
+                    connection = sqlite3.connect(f"file:{index / 'index.sqlite'}?mode=ro", uri=True, timeout=1)
+                    done_before_kill = connection.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+                    connection.close()
+                except sqlite3.OperationalError:
+                    pass
+                if done_before_kill >= 3:
+                    break
+            time.sleep(0.05)
+        if process.poll() is not None:
+            pytest.fail(f"build finished before it could be killed: {process.stderr.read().decode()[-2000:]}")
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+    assert 3 <= done_before_kill < 10
+
+    connection = sqlite3.connect(index / "index.sqlite")
+    finished = {row[0] for row in connection.execute("SELECT rel_path FROM images")}
+    connection.close()
+    assert finished and len(finished) < 10
+    resumed = subprocess.run(command[:-1], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"{10 - len(finished)} added" in resumed.stdout and f"{len(finished)} unchanged" in resumed.stdout
+
+    connection = sqlite3.connect(index / "index.sqlite")
+    assert connection.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 10
+    duplicates = connection.execute("SELECT rel_path, COUNT(*) FROM images GROUP BY rel_path HAVING COUNT(*) > 1").fetchall()
+    persons = connection.execute("SELECT COUNT(*) FROM persons").fetchone()[0]
+    orphans = connection.execute("SELECT COUNT(*) FROM persons WHERE image_id NOT IN (SELECT id FROM images)").fetchone()[0]
+    connection.close()
+    assert duplicates == [] and orphans == 0
+    info = subprocess.run([sys.executable, "-m", "personsearch.cli.main", "index", "info", str(index), "--json"],
+                          capture_output=True, text=True, timeout=120)
+    data = json.loads(info.stdout)
+    assert data["persons"] == persons == data["vectors_in_faiss"]
+    assert data["vector_cache"] == "valid"
