@@ -71,7 +71,7 @@ def generate_dataset(out_dir: str | Path, fmt: str = "prw", frames: int = 1000, 
     root = Path(out_dir)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise ConfigError(f"{root}: the synthetic dataset needs a new or empty folder")
-    workers = os.cpu_count() or 1 if workers is None else int(workers)
+    workers = (os.cpu_count() or 1) if workers is None else int(workers)
     if workers < 1:
         raise ConfigError(f"synthetic data: workers must be >= 1, got {workers}")
     plan = build_plan(settings)
