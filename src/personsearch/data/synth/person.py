@@ -60,7 +60,11 @@ class _Canvas:
         return window, self.ys[window[0]][:, None], self.xs[window[1]][None, :]
 
     def _coverage(self, signed_distance: np.ndarray) -> np.ndarray:
-        return np.clip(0.5 - signed_distance * self.scale, 0.0, 1.0)
+        coverage = signed_distance * np.float32(-self.scale)
+        coverage += np.float32(0.5)
+        np.maximum(coverage, 0.0, out=coverage)
+        np.minimum(coverage, 1.0, out=coverage)
+        return coverage
 
     def capsule(self, p0, p1, radius: float):
         (x0, y0), (x1, y1) = p0, p1

@@ -183,11 +183,7 @@ def _soften(array: np.ndarray, radius: float) -> np.ndarray:
     side = float(np.exp(-1.0 / (2.0 * min(radius, 1.0) ** 2)))
     side = np.float32(side / (1.0 + 2.0 * side))
     centre = np.float32(1.0 - 2.0 * side)
-    for axis in (0, 1):
-        padded = np.concatenate([np.take(array, [0], axis=axis), array,
-                                 np.take(array, [-1], axis=axis)], axis=axis)
-        length = array.shape[axis]
-        before = np.take(padded, range(0, length), axis=axis)
-        after = np.take(padded, range(2, length + 2), axis=axis)
-        array = centre * array + side * (before + after)
-    return array
+    padded = np.concatenate([array[:1], array, array[-1:]], axis=0)
+    array = centre * array + side * (padded[:-2] + padded[2:])
+    padded = np.concatenate([array[:, :1], array, array[:, -1:]], axis=1)
+    return centre * array + side * (padded[:, :-2] + padded[:, 2:])
