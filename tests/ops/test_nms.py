@@ -116,3 +116,15 @@ def test_long_suppression_chain_inside_one_block():
 def test_bad_shapes():
     with pytest.raises(ValueError, match="scores"):
         nms(torch.zeros(3, 4), torch.zeros(2), 0.5)
+
+
+def test_env_var_forces_pure_ops_everywhere(monkeypatch):
+    from personsearch.ops import _torchvision
+
+    monkeypatch.setenv(_torchvision.PURE_OPS_ENV, "1")
+    assert _torchvision.compiled_ops() is None
+    monkeypatch.delenv(_torchvision.PURE_OPS_ENV)
+    # without the env var: the compiled ops when they load, else None with a reason
+    assert (_torchvision.compiled_ops() is None) == (not _torchvision.torchvision_ops_available())
+    if not _torchvision.torchvision_ops_available():
+        assert _torchvision.unavailable_reason()

@@ -18,8 +18,11 @@ y < -1 or y > H (or x < -1 or x > W) contributes 0; otherwise y is clamped to [0
 default, used by SeqNet) scales the box without the half-pixel shift and forces the RoI to be at
 least 1x1 feature pixel; ``aligned=True`` shifts by -0.5 pixel (Detectron2 / mmcv).
 
-Implementation: RoIs are grouped by (image, gh, gw); each group is processed in chunks as one
-``grid_sample`` call (bilinear, align_corners=True) over the feature map padded by one zero
+Implementation, plain RoIAlign (no offsets): the bilinear taps of all samples of a chunk of RoIs
+form a sparse [K*h*w, B*H*W] weight matrix (built per axis, duplicates coalesced), applied to the
+channels-last feature matrix with one ``torch.sparse.mm``; backward is the transposed product.
+With offsets (deformable pooling): RoIs are grouped by (image, gh, gw); each group is processed
+in chunks as one ``grid_sample`` call (bilinear, align_corners=True) over the feature map padded by one zero
 pixel, so that clamped samples reproduce the edge rule and out-of-range samples read an exact 0,
 followed by an average pool over each gh x gw sub-grid. Gradients flow to the features (and to
 ``offsets`` when given). There is no Python loop over RoIs.
@@ -97,6 +100,8 @@ def roi_sample_bins(
     batch_index = rois[:, 0].long()
     if num_rois and (batch_index.min() < 0 or batch_index.max() >= batch):
         raise ValueError(f"rois batch index out of range [0, {batch}): {batch_index.unique().tolist()}")
+    if offsets is None:
+        return _pool_sparse(feats, rois, out_h, out_w, spatial_scale, sampling_ratio, aligned).to(out_dtype)
     start_x = rois[:, 1] * spatial_scale - shift
     start_y = rois[:, 2] * spatial_scale - shift
     roi_w = rois[:, 3] * spatial_scale - shift - start_x
@@ -145,6 +150,111 @@ def roi_sample_bins(
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(order.numel())
     return output[inverse].to(out_dtype)
+
+
+#: Upper bound on the sparse entries (bilinear taps) built at once by the sparse engine.
+_SPARSE_ENTRIES = 1 << 23
+
+
+def _axis_taps(coords: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """torchvision's 1-D bilinear rule: (index [..., 2] int64, weight [..., 2]) of low/high taps."""
+    valid = (coords >= -1.0) & (coords <= size)
+    coords = coords.clamp(min=0)
+    low = coords.floor().long()
+    at_edge = low >= size - 1
+    low = torch.where(at_edge, torch.full_like(low, size - 1), low)
+    high = torch.where(at_edge, low, low + 1)
+    coords = torch.where(at_edge, low.to(coords.dtype), coords)
+    frac = coords - low.to(coords.dtype)
+    weight = torch.stack((1.0 - frac, frac), dim=-1) * valid[..., None].to(coords.dtype)
+    return torch.stack((low, high), dim=-1), weight
+
+
+def _pool_sparse(
+    feats: Tensor, rois: Tensor, out_h: int, out_w: int, spatial_scale: float, sampling_ratio: int, aligned: bool
+) -> Tensor:
+    """RoIAlign without offsets as one sparse [K*h*w, B*H*W] x dense [B*H*W, C] product per chunk.
+
+    Bilinear sampling is separable, so each bin is a weighted sum of feature pixels: the weights
+    are built per axis (2 taps per sample), combined by broadcasting, and duplicate pixels are
+    summed by coalescing. The features are read once per chunk as a channels-last matrix, and
+    autograd's backward of the sparse product (S^T @ grad) scatters gradients to the pixels.
+    """
+    batch, channels, height, width = feats.shape
+    num_rois = rois.shape[0]
+    dtype = feats.dtype
+    dense = feats.permute(0, 2, 3, 1).reshape(batch * height * width, channels)
+    shift = 0.5 if aligned else 0.0
+    start_x = rois[:, 1] * spatial_scale - shift
+    start_y = rois[:, 2] * spatial_scale - shift
+    roi_w = rois[:, 3] * spatial_scale - shift - start_x
+    roi_h = rois[:, 4] * spatial_scale - shift - start_y
+    if not aligned:
+        roi_w = roi_w.clamp(min=1.0)
+        roi_h = roi_h.clamp(min=1.0)
+    if sampling_ratio > 0:
+        grid_h = torch.full((num_rois,), sampling_ratio, dtype=torch.int64)
+        grid_w = grid_h
+    else:
+        grid_h = torch.ceil(roi_h / out_h).long().clamp(min=0)
+        grid_w = torch.ceil(roi_w / out_w).long().clamp(min=0)
+    taps = (grid_h * grid_w * 4 * out_h * out_w).clamp(min=1)
+    batch_index = rois[:, 0].long()
+    pieces = []
+    first = 0
+    cumulative = torch.cumsum(taps, 0)
+    while first < num_rois:
+        budget = (cumulative[first - 1] if first > 0 else 0) + _SPARSE_ENTRIES
+        last = max(first + 1, int(torch.searchsorted(cumulative, budget, right=True)))
+        last = min(last, num_rois)
+        rows_list, cols_list, vals_list = [], [], []
+        chunk_gh, chunk_gw = grid_h[first:last], grid_w[first:last]
+        keys = torch.unique(chunk_gh * (int(chunk_gw.max()) + 1) + chunk_gw)
+        for key in keys.tolist():
+            gw_mod = int(chunk_gw.max()) + 1
+            gh, gw = key // gw_mod, key % gw_mod
+            if gh == 0 or gw == 0:
+                continue  # empty RoIs: no taps, output 0
+            idx = first + torch.nonzero((chunk_gh == gh) & (chunk_gw == gw)).flatten()
+            sub_y = (torch.arange(gh, dtype=dtype) + 0.5) / gh
+            sub_x = (torch.arange(gw, dtype=dtype) + 0.5) / gw
+            bins_y = torch.arange(out_h, dtype=dtype)
+            bins_x = torch.arange(out_w, dtype=dtype)
+            ys = start_y[idx, None, None] + (bins_y[None, :, None] + sub_y[None, None, :]) * (roi_h[idx] / out_h)[:, None, None]
+            xs = start_x[idx, None, None] + (bins_x[None, :, None] + sub_x[None, None, :]) * (roi_w[idx] / out_w)[:, None, None]
+            y_index, y_weight = _axis_taps(ys, height)  # [k, h, gh, 2]
+            x_index, x_weight = _axis_taps(xs, width)  # [k, w, gw, 2]
+            count = gh * gw
+            k = idx.numel()
+            # entries [k, h, w, gh, 2, gw, 2]
+            weight = (y_weight[:, :, None, :, :, None, None] * x_weight[:, None, :, None, None, :, :]) / count
+            col = (
+                (batch_index[idx] * (height * width))[:, None, None, None, None, None, None]
+                + y_index[:, :, None, :, :, None, None] * width
+                + x_index[:, None, :, None, None, :, :]
+            )
+            row = (
+                (idx * (out_h * out_w))[:, None, None]
+                + torch.arange(out_h)[None, :, None] * out_w
+                + torch.arange(out_w)[None, None, :]
+            )[:, :, :, None, None, None, None]
+            shape = (k, out_h, out_w, gh, 2, gw, 2)
+            rows_list.append(row.expand(shape).reshape(-1))
+            cols_list.append(col.expand(shape).reshape(-1))
+            vals_list.append(weight.expand(shape).reshape(-1))
+        row_offset = first * out_h * out_w
+        num_rows = (last - first) * out_h * out_w
+        if rows_list:
+            indices = torch.stack((torch.cat(rows_list) - row_offset, torch.cat(cols_list)))
+            matrix = torch.sparse_coo_tensor(
+                indices, torch.cat(vals_list), (num_rows, dense.shape[0]), dtype=dtype, check_invariants=False
+            ).coalesce()
+            pieces.append(torch.sparse.mm(matrix, dense))
+        else:
+            pieces.append(dense.new_zeros((num_rows, channels)))
+        first = last
+    out = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+    return out.view(num_rois, out_h, out_w, channels).permute(0, 3, 1, 2).contiguous()
 
 
 def _sample_chunk(

@@ -1,0 +1,116 @@
+"""Speed of the pure-PyTorch detection ops (and the `small` backbone) on this machine; prints JSON.
+
+    .venv/bin/python benchmarks/ops_speed.py [--repeats 3] [--threads N] [--skip-backbone]
+
+nms: 12,000 random boxes (x, y uniform in a 1500x900 image, w, h in [8, 308]), IoU 0.7.
+roi_align: 2,000 random RoIs, 1024 channels, 14x14 output, sampling_ratio 2, on a
+1024x57x94 map (a 900x1500 image at stride 16), forward and backward (gradient of the sum).
+deform_roi_pool: 300 RoIs, 1024 channels, 14x6 output (DICL), forward + backward.
+backbone: the `small` body on one 3x544x960 image, forward (no grad), fp32; GFLOPs counted.
+Reported times are the median of the repeats, after one warm-up run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def random_rois(num: int, image_hw: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+    height, width = image_hw
+    xy = torch.rand(num, 2, generator=generator) * torch.tensor([width, height])
+    wh = torch.rand(num, 2, generator=generator) * torch.tensor([width / 3, height / 2]) + 16
+    boxes = torch.cat([xy, torch.min(xy + wh, torch.tensor([float(width), float(height)]))], 1)
+    return torch.cat([torch.zeros(num, 1), boxes], 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--skip-backbone", action="store_true")
+    args = parser.parse_args()
+    os.environ.setdefault("PERSONSEARCH_PURE_OPS", "1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from personsearch.models.backbones import build_backbone
+    from personsearch.ops import DeformRoIPool, nms, roi_align
+
+    g = torch.Generator().manual_seed(0)
+    results: dict[str, object] = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "load_avg_1min": os.getloadavg()[0],
+        "repeats": args.repeats,
+    }
+
+    xy = torch.rand(12000, 2, generator=g) * torch.tensor([1500.0, 900.0])
+    boxes = torch.cat([xy, xy + torch.rand(12000, 2, generator=g) * 300 + 8], 1)
+    scores = torch.rand(12000, generator=g)
+    results["nms_12000_s"] = timed(lambda: nms(boxes, scores, 0.7), args.repeats)
+    results["nms_12000_kept"] = int(nms(boxes, scores, 0.7).numel())
+
+    features = torch.randn(1, 1024, 57, 94, generator=g, requires_grad=True)
+    rois = random_rois(2000, (900, 1500), g)
+    results["roi_align_2000x1024x14x14_forward_s"] = timed(
+        lambda: roi_align(features.detach(), rois, 14, 1 / 16, 2), args.repeats
+    )
+
+    def forward_backward() -> None:
+        out = roi_align(features, rois, 14, 1 / 16, 2)
+        out.sum().backward()
+        features.grad = None
+
+    results["roi_align_2000x1024x14x14_forward_backward_s"] = timed(forward_backward, args.repeats)
+    results["roi_align_2000x1024x14x14_backward_s"] = (
+        results["roi_align_2000x1024x14x14_forward_backward_s"] - results["roi_align_2000x1024x14x14_forward_s"]
+    )
+
+    torch.manual_seed(0)
+    deform = DeformRoIPool(1024, (14, 6), 1 / 16, 0)
+    deform_rois = rois[:300]
+
+    def deform_step() -> None:
+        deform(features, deform_rois).sum().backward()
+        features.grad = None
+
+    results["deform_roi_pool_300x1024x14x6_forward_backward_s"] = timed(deform_step, args.repeats)
+
+    if not args.skip_backbone:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        body = build_backbone("small").body.eval()
+        image = torch.randn(1, 3, 544, 960, generator=g)
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            body(image)
+        results["small_body_544x960_gflops"] = counter.get_total_flops() / 1e9
+        with torch.no_grad():
+            results["small_body_544x960_forward_s"] = timed(lambda: body(image), args.repeats)
+            cl_image = image.contiguous(memory_format=torch.channels_last)
+            body_cl = body.to(memory_format=torch.channels_last)
+            results["small_body_544x960_channels_last_forward_s"] = timed(lambda: body_cl(cl_image), args.repeats)
+
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,323 @@
+"""ResNet backbones split at C4 for single-map (stride 16) person search detectors.
+
+Shape glossary
+--------------
+B          batch size
+H, W       input image height, width (any size; stride-16 map has ceil-ish H/16 x W/16)
+C4         backbone output channels: 1024 (resnet50), 256 (resnet18), 64 (small)
+body(x)    x float [B, 3, H, W] -> feature map [B, C4, H/16, W/16]
+head(r)    r float [K, C4, 14, 14] RoI features -> [K, C5, 7, 7]; C5 = 2048 / 512 / 128
+
+Parameter and buffer names of ``resnet50`` / ``resnet18`` equal torchvision's ImageNet models
+(``conv1``, ``bn1``, ``layer1``..``layer4`` of Bottleneck / BasicBlock with ``downsample.0/.1``,
+``fc``), so a torchvision state dict file loads without renaming. The full network is built and
+loaded once; ``body`` (stem + layer1..3) shares its modules, ``make_head()`` deep-copies layer4
+(res5) so each RoI head (e.g. SeqNet's box head and re-id head) trains its own copy starting
+from the same weights.
+
+``small`` is a narrow BasicBlock ResNet (widths 16/32/64/128) for CPU demos and tests, with the
+same split (C4 = 64 ch at stride 16, head = a stride-2 stage to 128 ch). It has no pretrained
+weights. Measured on this project's 2-core CPU (torch 2.13, fp32, one 3x544x960 image, batch 1,
+``benchmarks/ops_speed.py --backbone``): see ``SMALL_BACKBONE_COST`` below.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from personsearch.errors import CheckpointError
+
+__all__ = [
+    "BackboneParts",
+    "FrozenBatchNorm2d",
+    "ResNet",
+    "build_backbone",
+    "resnet_state_dict_keys",
+    "load_resnet_weights",
+    "SMALL_BACKBONE_COST",
+]
+
+#: Measured cost of the ``small`` body (stem + 3 stages) on a 3x544x960 input; filled from
+#: ``benchmarks/ops_speed.py --backbone`` (GFLOPs are counted multiply-adds x 2 of the convs).
+SMALL_BACKBONE_COST = {"input": (3, 544, 960), "gflops": None, "ms_2_cores": None}
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """BatchNorm2d with fixed statistics and affine parameters (buffers, never trained).
+
+    Buffers are named like torchvision's BatchNorm2d (weight, bias, running_mean, running_var),
+    so BN entries of a checkpoint load into it; ``num_batches_tracked`` is accepted and dropped.
+    Always behaves as BN in eval mode.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+        self.register_buffer("weight", torch.ones(num_features))
+        self.register_buffer("bias", torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):  # noqa: D401,E501
+        state_dict.pop(prefix + "num_batches_tracked", None)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return x * scale[None, :, None, None].to(x.dtype) + shift[None, :, None, None].to(x.dtype)
+
+    @classmethod
+    def from_batchnorm(cls, bn: nn.BatchNorm2d) -> "FrozenBatchNorm2d":
+        frozen = cls(bn.num_features, bn.eps)
+        with torch.no_grad():
+            if bn.affine:
+                frozen.weight.copy_(bn.weight)
+                frozen.bias.copy_(bn.bias)
+            if bn.track_running_stats:
+                frozen.running_mean.copy_(bn.running_mean)
+                frozen.running_var.copy_(bn.running_var)
+        return frozen
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}"
+
+
+def _conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
+
+
+def _conv1x1(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False)
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, in_ch: int, width: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = _conv3x3(in_ch, width, stride)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = _conv3x3(width, width)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.downsample = downsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    """torchvision's ResNet v1.5 bottleneck (stride on the 3x3 conv)."""
+
+    expansion = 4
+
+    def __init__(self, in_ch: int, width: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = _conv1x1(in_ch, width)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = _conv3x3(width, width, stride)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = _conv1x1(width, width * self.expansion)
+        self.bn3 = nn.BatchNorm2d(width * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class ResNet(nn.Module):
+    """ResNet with torchvision's module names (conv1, bn1, layer1..4, fc)."""
+
+    def __init__(
+        self,
+        block: type[BasicBlock] | type[Bottleneck],
+        layers: tuple[int, int, int, int],
+        widths: tuple[int, int, int, int] = (64, 128, 256, 512),
+        stem_width: int = 64,
+        num_classes: int = 1000,
+    ) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, stem_width, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem_width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        in_ch = stem_width
+        stages = []
+        for index, (width, blocks) in enumerate(zip(widths, layers)):
+            stride = 1 if index == 0 else 2
+            downsample = None
+            if stride != 1 or in_ch != width * block.expansion:
+                downsample = nn.Sequential(
+                    _conv1x1(in_ch, width * block.expansion, stride), nn.BatchNorm2d(width * block.expansion)
+                )
+            layer = [block(in_ch, width, stride, downsample)]
+            in_ch = width * block.expansion
+            layer += [block(in_ch, width) for _ in range(1, blocks)]
+            stages.append(nn.Sequential(*layer))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_ch, num_classes)
+        self.c4_channels = widths[2] * block.expansion
+        self.c5_channels = in_ch
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: Tensor) -> Tensor:  # full classifier, for completeness
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+_ARCHS: dict[str, Callable[[], ResNet]] = {
+    "resnet50": lambda: ResNet(Bottleneck, (3, 4, 6, 3)),
+    "resnet18": lambda: ResNet(BasicBlock, (2, 2, 2, 2)),
+    "small": lambda: ResNet(BasicBlock, (1, 1, 1, 1), widths=(16, 32, 64, 128), stem_width=16),
+}
+
+
+def resnet_state_dict_keys(name: str) -> list[str]:
+    """The state dict keys (parameters + BN buffers incl. num_batches_tracked) of an architecture."""
+    return list(_build_arch(name).state_dict().keys())
+
+
+def _build_arch(name: str) -> ResNet:
+    if name not in _ARCHS:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(_ARCHS)}")
+    return _ARCHS[name]()
+
+
+def _read_state_dict(weights: str) -> dict[str, Tensor]:
+    if weights.startswith(("http://", "https://")):
+        try:
+            return torch.hub.load_state_dict_from_url(weights, map_location="cpu", progress=True)
+        except Exception as exc:
+            raise CheckpointError(
+                f"{weights}: could not download the backbone weights ({type(exc).__name__}: {exc}). "
+                "Download the file on a machine with network access and pass its local path instead."
+            ) from exc
+    path = Path(weights)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: backbone weights file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable PyTorch state dict ({type(exc).__name__}: {exc})") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: expected a dict of tensors (a torchvision-named ResNet state dict)")
+    return state
+
+
+def load_resnet_weights(model: ResNet, weights: str) -> None:
+    """Load a torchvision-named state dict (file path or URL) into ``model`` with a strict key check."""
+    state = _read_state_dict(weights)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        def show(keys: list[str]) -> str:
+            return ", ".join(keys[:10]) + (f", ... ({len(keys)} in all)" if len(keys) > 10 else "")
+        raise CheckpointError(
+            f"{weights}: state dict does not match the backbone architecture; "
+            f"missing keys: [{show(missing)}]; unexpected keys: [{show(unexpected)}]"
+        )
+    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items() if state[k].shape != v.shape]
+    if wrong:
+        raise CheckpointError(f"{weights}: tensor shapes do not match the backbone: {'; '.join(wrong[:10])}")
+    model.load_state_dict(state, strict=True)
+
+
+def _freeze_batchnorms(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm2d inside ``module`` by a FrozenBatchNorm2d (in place)."""
+    if isinstance(module, nn.BatchNorm2d):
+        return FrozenBatchNorm2d.from_batchnorm(module)
+    for name, child in module.named_children():
+        replaced = _freeze_batchnorms(child)
+        if replaced is not child:
+            setattr(module, name, replaced)
+    return module
+
+
+class Body(nn.Sequential):
+    """Stem + layer1..layer3 -> C4 map (stride 16). Keeps torchvision names for its children."""
+
+    def __init__(self, resnet: ResNet) -> None:
+        super().__init__()
+        for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3"):
+            self.add_module(name, getattr(resnet, name))
+        self.out_channels = resnet.c4_channels
+        self.stride = 16
+
+
+@dataclass
+class BackboneParts:
+    """The two halves of a C4-split ResNet.
+
+    ``body``: images [B, 3, H, W] -> C4 map [B, out_channels, H/16, W/16].
+    ``make_head()``: a fresh deep copy of layer4 (res5) with the loaded weights, for RoI heads:
+    [K, out_channels, 14, 14] -> [K, head_out_channels, 7, 7].
+    """
+
+    name: str
+    body: nn.Module
+    _head_template: nn.Module
+    out_channels: int
+    head_out_channels: int
+
+    @property
+    def c4_channels(self) -> int:
+        return self.out_channels
+
+    def make_head(self) -> nn.Module:
+        return copy.deepcopy(self._head_template)
+
+
+def build_backbone(
+    name: str, weights: str | None = None, frozen_stem: bool = True, frozen_bn: bool = False
+) -> BackboneParts:
+    """Build ``resnet50`` | ``resnet18`` | ``small`` split at C4.
+
+    Args:
+        weights: path (or http(s) URL) of a torchvision-named ImageNet state dict; None keeps the
+            random (Kaiming) initialisation. ``small`` has the same naming but no public weights.
+        frozen_stem: conv1 + bn1 parameters get ``requires_grad=False`` (bn1 still normalises with
+            batch statistics in training unless ``frozen_bn``).
+        frozen_bn: every BatchNorm (body and head) becomes a FrozenBatchNorm2d.
+    """
+    resnet = _build_arch(name)
+    if weights is not None:
+        load_resnet_weights(resnet, str(weights))
+    if frozen_bn:
+        _freeze_batchnorms(resnet)
+    if frozen_stem:  # SeqNet: conv1 and bn1's affine parameters get no gradient
+        for parameter in (*resnet.conv1.parameters(), *resnet.bn1.parameters()):
+            parameter.requires_grad_(False)
+    body = Body(resnet)
+    return BackboneParts(
+        name=name,
+        body=body,
+        _head_template=resnet.layer4,
+        out_channels=resnet.c4_channels,
+        head_out_channels=resnet.c5_channels,
+    )
