@@ -90,10 +90,9 @@ def _frame_names(rng: np.random.Generator, settings: SynthSettings, per_camera: 
     return names
 
 
-def _split_blocks(rng: np.random.Generator, count: int, train_fraction: float,
+def _split_blocks(rng: np.random.Generator, count: int, n_train: int,
                   block: int = 8) -> np.ndarray:
-    """Boolean [count] train flags, assigned in contiguous time blocks."""
-    n_train = int(round(count * train_fraction))
+    """Boolean [count] train flags (``n_train`` of them), in contiguous time blocks."""
     starts = np.arange(0, count, block)
     is_train = np.zeros(count, dtype=bool)
     taken = 0
@@ -261,8 +260,11 @@ def build_plan(settings: SynthSettings) -> ScenePlan:
 
     # Split in time blocks per camera; at least one frame on each side.
     records = []  # (name, camera, time, split)
+    train_per_camera = _largest_remainder(int(round(n_frames * settings.train_fraction)),
+                                          per_camera.astype(np.float64))
     for camera in range(1, num_cameras + 1):
-        flags = _split_blocks(rng, int(per_camera[camera - 1]), settings.train_fraction)
+        flags = _split_blocks(rng, int(per_camera[camera - 1]),
+                              int(train_per_camera[camera - 1]))
         for time, (name, is_train) in enumerate(zip(names[camera], flags)):
             records.append([name, camera, time, "train" if is_train else "test"])
     splits = [r[3] for r in records]
