@@ -4,7 +4,8 @@ N = 55,272 random-cluster 256-d unit features: 8,000 cluster centres, every feat
 plus isotropic Gaussian noise (noise norm ``--noise`` relative to the unit centre), boxes
 grouped ~5 per image in random order. Runs the full ``CGPSPseudoLabeler`` (faiss kNN,
 sparse Jaccard, 3× DBSCAN, scene context, self-paced) once and prints one JSON line:
-{"n", "seconds", "peak_rss_gb", stage seconds, cluster counts, pairwise precision/recall
+{"n", "seconds" (wall), "cpu_seconds" (user + sys of this process, all threads),
+"peak_rss_gb", stage seconds, cluster counts, pairwise precision/recall
 against the generating clusters, load average}.
 
     .venv/bin/python benchmarks/pseudo_labels_scale.py [--n 55272] [--threads 2]
@@ -54,15 +55,19 @@ def main(argv: list[str] | None = None) -> int:
     del centres, noise
 
     labeler = CGPSPseudoLabeler()
+    usage_before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     result = labeler(features, slot_images)
     seconds = time.perf_counter() - start
+    usage_after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_seconds = (usage_after.ru_utime + usage_after.ru_stime) - (usage_before.ru_utime + usage_before.ru_stime)
     peak_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB on Linux
     quality = pseudo_label_precision_recall(result.labels, true_ids)
     report = {
         "n": args.n,
         "seconds": round(seconds, 2),
         "peak_rss_gb": round(peak_rss_gb, 3),
+        "cpu_seconds": round(cpu_seconds, 2),
         "threads": args.threads,
         "load_average_1min": os.getloadavg()[0],
         "num_clusters": result.num_clusters,

@@ -54,13 +54,29 @@ def dense_reference(x: np.ndarray, k1: int, k2: int) -> np.ndarray:
     return np.maximum(jaccard, 0.0), rank
 
 
-def test_knn_is_exact_and_self_first():
+@pytest.mark.parametrize("backend", ["blocked", "faiss"])
+def test_knn_is_exact_and_self_first(backend):
     x = _clustered_points(0, 5, 8, 0.3)
-    rank = exact_knn(as_unit_features(x), 6)
+    rank = exact_knn(as_unit_features(x), 6, backend=backend)
     dist2 = 2 - 2 * (x.astype(np.float64) @ x.T)
     assert (rank[:, 0] == np.arange(len(x))).all()
     expected = np.sort(dist2, axis=1)[:, :6]
     np.testing.assert_allclose(np.take_along_axis(dist2, rank, axis=1), expected, atol=1e-5)
+
+
+def test_blocked_knn_lower_bound_path_matches_faiss(monkeypatch):
+    # force the sampled lower-bound path (sample smaller than N) and several query blocks
+    import personsearch.pseudo_labels.jaccard as jaccard
+
+    monkeypatch.setattr(jaccard, "_KNN_SAMPLE", 64)
+    monkeypatch.setattr(jaccard, "_KNN_BLOCK_ELEMENTS", 600 * 150)
+    x = as_unit_features(_clustered_points(3, 30, 20, 0.4, dim=24))  # 600 points
+    blocked = exact_knn(x, 30)
+    reference = exact_knn(x, 30, backend="faiss")
+    sims = x.astype(np.float64) @ x.T.astype(np.float64)
+    np.testing.assert_allclose(np.take_along_axis(sims, blocked, axis=1),
+                               np.take_along_axis(sims, reference, axis=1), atol=1e-6)
+    assert (blocked == reference).mean() > 0.99
 
 
 def test_reciprocal_graph_hand_case():
@@ -97,6 +113,17 @@ def test_sparse_matches_dense_reference(seed, k1, k2):
     borderline = np.abs(dense - 0.7) < 1e-5
     assert ((mask == expected_mask) | borderline).all()
     assert (coo.data[coo.row == coo.col] == 0).all()
+
+
+def test_small_chunks_and_sort_deduplication_give_the_same_graph(monkeypatch):
+    import personsearch.pseudo_labels.jaccard as jaccard
+
+    x = _clustered_points(5, 10, 12, 0.5)
+    expected = jaccard_distance_sparse(x, k1=20, k2=6, max_distance=0.72).toarray()
+    monkeypatch.setattr(jaccard, "_TRIPLES_PER_CHUNK", 500)  # many row chunks
+    monkeypatch.setattr(jaccard, "_FLOAT_EXACT_ORDER", 0)  # sort-based de-duplication path
+    monkeypatch.setattr(jaccard, "_PAIRS_PER_CHUNK", 100)
+    np.testing.assert_array_equal(jaccard_distance_sparse(x, k1=20, k2=6, max_distance=0.72).toarray(), expected)
 
 
 def test_rejects_bad_features():

@@ -47,6 +47,12 @@ __all__ = [
 _TRIPLES_PER_CHUNK = 4_000_000
 # Size (float32 elements) of the dense per-chunk accumulator of the Jaccard sums.
 _ACCUMULATOR_ELEMENTS = 16_000_000
+# Columns used for the per-row lower bound of the k-th best similarity (blocked kNN).
+_KNN_SAMPLE = 4096
+# Size (float32 elements) of one block of the similarity matrix in the blocked kNN.
+_KNN_BLOCK_ELEMENTS = 1 << 26
+# float32 holds every integer below this exactly (order numbers of the de-duplication trick).
+_FLOAT_EXACT_ORDER = 1 << 24
 # Upper bound on gathered feature pairs at once when computing V's distances.
 _PAIRS_PER_CHUNK = 262_144
 
@@ -69,23 +75,53 @@ def as_unit_features(features: np.ndarray | torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(array / norms, dtype=np.float32)
 
 
-def exact_knn(unit_features: np.ndarray, k: int) -> np.ndarray:
+def exact_knn(unit_features: np.ndarray, k: int, backend: str = "blocked") -> np.ndarray:
     """Exact k nearest neighbours (int64 [N, k], nearest first, self normally first).
 
-    faiss ``IndexFlatIP`` on unit rows: ranking by inner product equals ranking by Euclidean
-    distance.
+    Ranking by inner product on unit rows equals ranking by Euclidean distance.
+    ``backend="faiss"``: faiss ``IndexFlatIP`` (brute force). ``backend="blocked"`` (default,
+    about 2× less CPU than faiss at N = 55k): the k-th best similarity of every row over a fixed
+    subset of ``_KNN_SAMPLE`` columns is a lower bound tau_i of its k-th best over all columns, so
+    the full fp32 similarity blocks only need to be scanned for entries >= tau_i (a few hundred
+    per row) and the exact top k is selected among those. Both are exact up to fp32 rounding
+    and tie order.
     """
-    import faiss  # local import: faiss is only needed when pseudo labels are computed
-
     num_samples, dim = unit_features.shape
     if not 1 <= k <= num_samples:
         raise PersonSearchError(f"pseudo labels: k1={k} needs 1 <= k1 <= N={num_samples}")
-    index = faiss.IndexFlatIP(dim)
-    index.add(unit_features)
-    _, rank = index.search(unit_features, k)
-    if (rank < 0).any():
-        raise PersonSearchError("pseudo labels: faiss returned fewer neighbours than requested")
-    return rank.astype(np.int64, copy=False)
+    if backend == "faiss":
+        import faiss  # local import: only needed for this backend
+
+        index = faiss.IndexFlatIP(dim)
+        index.add(unit_features)
+        _, rank = index.search(unit_features, k)
+        if (rank < 0).any():
+            raise PersonSearchError("pseudo labels: faiss returned fewer neighbours than requested")
+        return rank.astype(np.int64, copy=False)
+    if backend != "blocked":
+        raise PersonSearchError(f"pseudo labels: unknown kNN backend {backend!r} (blocked | faiss)")
+    features = torch.from_numpy(unit_features)
+    sample = features[: max(_KNN_SAMPLE, k)]
+    block = max(1, _KNN_BLOCK_ELEMENTS // num_samples)
+    rank = np.empty((num_samples, k), dtype=np.int64)
+    for start in range(0, num_samples, block):
+        queries = features[start:start + block]
+        similarities = queries @ features.t()  # [B, N]
+        if sample.shape[0] == num_samples:
+            rank[start:start + block] = similarities.topk(k, dim=1).indices.numpy()
+            continue
+        lower_bound = (queries @ sample.t()).topk(k, dim=1).values[:, -1:]
+        rows, cols = (similarities >= lower_bound).nonzero(as_tuple=True)
+        values = similarities[rows, cols]
+        counts = torch.bincount(rows, minlength=queries.shape[0])
+        column_in_row = torch.arange(rows.numel()) - (torch.cumsum(counts, 0) - counts)[rows]
+        padded = torch.full((queries.shape[0], int(counts.max())), float("-inf"))
+        padded_cols = torch.zeros(padded.shape, dtype=torch.int64)
+        padded[rows, column_in_row] = values
+        padded_cols[rows, column_in_row] = cols
+        best = padded.topk(k, dim=1).indices
+        rank[start:start + block] = torch.gather(padded_cols, 1, best).numpy()
+    return rank
 
 
 def k_reciprocal_graph(rank: np.ndarray, window: int) -> sp.csr_matrix:
@@ -216,21 +252,34 @@ def _jaccard_from_encoding(encoded: sp.csr_matrix, max_distance: float) -> sp.cs
         counts = entry_counts[lo:hi]
         total = int(counts.sum())
         first_triple = np.cumsum(counts) - counts
-        positions = np.repeat(entry_starts[lo:hi] - first_triple, counts) + np.arange(total, dtype=np.int64)
+        positions = np.repeat(entry_starts[lo:hi] - first_triple, counts)
+        positions += np.arange(total, dtype=np.int64)
         positions_t = torch.from_numpy(positions)
-        minima = torch.minimum(torch.from_numpy(np.repeat(entry_vals[lo:hi], counts)), column_vals[positions_t])
+        minima = torch.from_numpy(np.repeat(entry_vals[lo:hi], counts))
+        torch.minimum(minima, column_vals.index_select(0, positions_t), out=minima)
         flat = torch.from_numpy(np.repeat((entry_rows[lo:hi] - start_row) * num_samples, counts))
-        flat += column_rows_t[positions_t]
+        flat += column_rows_t.index_select(0, positions_t)
         del positions, positions_t
         accumulator.index_add_(0, flat, minima)
-        shared = accumulator[flat]
-        accumulator[flat] = 0.0
-        hits = flat[shared > min_shared] if not keep_all_overlaps else flat
-        hit_shared = shared[shared > min_shared] if not keep_all_overlaps else shared
-        # de-duplicate hits without sorting: the last writer of each position owns it
-        accumulator[hits] = torch.arange(hits.numel(), dtype=torch.float32)
-        owner = accumulator[hits] == torch.arange(hits.numel(), dtype=torch.float32)
-        accumulator[hits] = 0.0
+        shared = accumulator.index_select(0, flat)
+        accumulator.index_fill_(0, flat, 0.0)
+        if keep_all_overlaps:
+            hits, hit_shared = flat, shared
+        else:
+            selected = (shared > min_shared).nonzero().squeeze(1)
+            hits, hit_shared = flat.index_select(0, selected), shared.index_select(0, selected)
+        if hits.numel() < _FLOAT_EXACT_ORDER:
+            # de-duplicate hits without sorting: the last writer of each position owns it
+            hit_order = torch.arange(hits.numel(), dtype=torch.float32)
+            accumulator.index_copy_(0, hits, hit_order)
+            owner = accumulator.index_select(0, hits) == hit_order
+            accumulator.index_fill_(0, hits, 0.0)
+        else:
+            owner = torch.zeros(hits.numel(), dtype=torch.bool)
+            sorted_hits, order = torch.sort(hits, stable=True)
+            first = torch.ones_like(sorted_hits, dtype=torch.bool)
+            first[1:] = sorted_hits[1:] != sorted_hits[:-1]
+            owner[order[first]] = True
         hits, hit_shared = hits[owner].numpy(), hit_shared[owner].numpy().astype(np.float64)
         result_rows.append(hits // num_samples + start_row)
         result_cols.append(hits % num_samples)
