@@ -40,10 +40,10 @@ class CameraLook:
 
 def sample_camera(rng: np.random.Generator, shift: float, blur: float, noise: float,
                   jpeg_quality: int) -> CameraLook:
-    horizon = float(rng.uniform(0.18, 0.42))
+    horizon = float(rng.uniform(0.08, 0.38))
     return CameraLook(
         horizon=horizon,
-        ground_gain=float(rng.uniform(0.45, 0.75)),
+        ground_gain=float(rng.uniform(0.4, 0.7)),
         gain=tuple(float(g) for g in np.exp(rng.normal(0.0, 0.10 * shift, 3))
                    * np.exp(rng.normal(0.0, 0.08 * shift))),
         bias=tuple(float(b) for b in rng.normal(0.0, 7.0 * shift, 3)),
