@@ -150,6 +150,7 @@ class TrainConfig:
     max_nonfinite: int = 5
     find_unused_parameters: bool = True
     progress: bool = True
+    diagnostics: bool = True  # log pseudo-label precision/recall against the true train ids
 
     def __post_init__(self) -> None:
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),

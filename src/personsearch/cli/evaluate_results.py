@@ -74,10 +74,14 @@ def run(args: argparse.Namespace) -> int:
                                args.cross_camera, args.query_from_detection, args.det_thresh)
     print(format_table(metrics))
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
-        with os.fdopen(handle, "w") as stream:
-            json.dump(metrics, stream, indent=1)
-        os.replace(temp, path)
+        write_json(Path(args.json), metrics)
     return 0
+
+
+def write_json(path: Path, metrics: dict) -> None:
+    """Write ``metrics`` as JSON atomically (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
+    with os.fdopen(handle, "w") as stream:
+        json.dump(metrics, stream, indent=1)
+    os.replace(temp, path)

@@ -72,9 +72,36 @@ def build_evaluate(cfg, device):
             min_size=cfg.eval.min_size,
             max_size=cfg.eval.max_size,
             device=device,
+            progress=cfg.train.progress,
         )
 
     return evaluate
+
+
+def configure_method(method, cfg, records) -> list:
+    """Hand the method what it needs beyond its params, explicitly: the memory-extraction
+    resize, and — for the supervised reference only — the training identities. Weakly
+    supervised methods never receive identities; when ``train.diagnostics`` is on, a hook
+    compares their pseudo labels with the true ids each epoch. Returns the extra hooks."""
+    from personsearch.data import load_train_identities
+    from personsearch.engine.hooks import PseudoLabelDiagnosticsHook
+    from personsearch.methods.common import ExtractionSizes, concat_true_ids
+
+    if hasattr(method, "extraction_sizes"):
+        method.extraction_sizes = ExtractionSizes(cfg.eval.min_size, cfg.eval.max_size)
+    if hasattr(method, "progress"):
+        method.progress = cfg.train.progress
+    if hasattr(method, "data_root") and cfg.data.masks:
+        method.data_root = cfg.data.root  # person masks for the memory initialisation
+    needs_ids = getattr(method, "supervised", False)
+    wants_diagnostics = cfg.train.diagnostics and hasattr(method, "pseudo_label_diagnostics")
+    if not (needs_ids or wants_diagnostics):
+        return []
+    slot_true_ids = concat_true_ids(load_train_identities(cfg.data.format, cfg.data.root))
+    if needs_ids:
+        method.set_identities(slot_true_ids)
+        return []
+    return [PseudoLabelDiagnosticsHook(slot_true_ids)]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -145,11 +172,13 @@ def run(args: argparse.Namespace) -> int:
         kwargs = model_kwargs(cfg)
         model = build_model(**kwargs)
         method = build_method(cfg.method.name, **method_kwargs(cfg))
+        hooks = configure_method(method, cfg, records)
         evaluate = build_evaluate(cfg, dist.device) if cfg.train.eval_every_epochs > 0 else None
         trainer = Trainer(
             model, method, loader,
             solver=cfg.solver, train=cfg.train, train_records=records, device=dist.device,
             dist=dist, config=config_dict, model_kwargs=kwargs, evaluate=evaluate,
+            hooks=hooks,
         )
         if dist.is_main:
             _write_text_atomic(out_dir / "config.yaml", dump_config(cfg))

@@ -55,6 +55,24 @@ class MethodHook(Hook):
         trainer.log({"type": "epoch_start", **{k: float(v) for k, v in metrics.items()}})
 
 
+class PseudoLabelDiagnosticsHook(Hook):
+    """After the epoch's pseudo labels are made, compare them with the true identities of the
+    training boxes (``method.pseudo_label_diagnostics(slot_true_ids)``; pairwise precision and
+    recall) and log them. Diagnostics only: the ids stay in this hook, the method gets them
+    for the one call and keeps nothing. Main process only."""
+
+    def __init__(self, slot_true_ids) -> None:
+        self.slot_true_ids = slot_true_ids
+
+    def before_epoch(self, trainer: "Trainer") -> None:
+        report = getattr(trainer.method, "pseudo_label_diagnostics", None)
+        if report is None or not trainer.dist.is_main or trainer.batch_in_epoch > 0:
+            return
+        metrics = {f"diag/{k}": float(v) for k, v in report(self.slot_true_ids).items()}
+        trainer.epoch_metrics.update(metrics)
+        trainer.log({"type": "pseudo_label_diagnostics", **metrics})
+
+
 class LRScheduleHook(Hook):
     def before_step(self, trainer: "Trainer") -> None:
         trainer.current_lr = trainer.schedule.apply(trainer.optimizer, trainer.iteration, trainer.epoch)

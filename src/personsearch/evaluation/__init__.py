@@ -18,3 +18,12 @@ __all__ = [
     "load_results_file", "write_results_file", "GalleryDetections", "SearchProtocol",
     "SearchResult", "search_metrics", "size_adaptive_iou_threshold",
 ]
+
+
+def __getattr__(name: str):
+    # The model-running path imports torch; keep `import personsearch.evaluation` light.
+    if name in ("evaluate_model", "run_model", "evaluate_outputs", "ModelOutputs"):
+        from personsearch.evaluation import inference
+
+        return getattr(inference, name)
+    raise AttributeError(f"module 'personsearch.evaluation' has no attribute {name!r}")

@@ -1,0 +1,66 @@
+"""``personsearch eval CHECKPOINT --dataset prw|cuhk-sysu --root ROOT [--gallery-size N]
+[--use-gt-boxes] [--results-out FILE]``: run a trained model on a benchmark's test split and
+evaluate it with the same core as ``personsearch evaluate-results`` (``--results-out`` writes
+the .npz that command reads, so both give identical numbers)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="checkpoint file (e.g. out/run/checkpoints/last.pt)")
+    parser.add_argument("--dataset", required=True, choices=["prw", "cuhk-sysu"])
+    parser.add_argument("--root", required=True, help="dataset root folder")
+    parser.add_argument("--gallery-size", type=int, default=100,
+                        help="CUHK-SYSU gallery size (50...4000, -1 = full pool; default 100)")
+    parser.add_argument("--cross-camera", action="store_true",
+                        help="PRW: cross-camera gallery (default: every frame but the query's)")
+    parser.add_argument("--query-from-detection", action="store_true",
+                        help="PRW (CGPS/DICL protocol): query feature from the query frame's "
+                             "best-overlapping detection")
+    parser.add_argument("--use-gt-boxes", action="store_true",
+                        help="gallery = GT boxes with the model's features (re-id upper bound)")
+    parser.add_argument("--det-thresh", type=float, default=0.5)
+    parser.add_argument("--min-size", type=int, default=None,
+                        help="test resize short side (default: the checkpoint config's eval.min_size)")
+    parser.add_argument("--max-size", type=int, default=None,
+                        help="test resize long side (default: the checkpoint config's eval.max_size)")
+    parser.add_argument("--fp32", action="store_true",
+                        help="plain float32 (default: bf16 autocast + channels_last, shown in "
+                             "benchmarks/inference_speed.py not to change results)")
+    parser.add_argument("--fusion", choices=["auto", "on", "off"], default="auto",
+                        help="DICL: average each detection's feature with its crop-branch "
+                             "feature (auto = as the checkpoint's method was trained)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--results-out", help="write detections and features to this .npz")
+    parser.add_argument("--json", help="also write the metrics to this JSON file")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from personsearch.cli.evaluate_results import format_table, write_json
+    from personsearch.engine.checkpoint import load_model
+    from personsearch.evaluation.inference import evaluate_model
+    from personsearch.methods.extractors import feature_extractors
+
+    model, info = load_model(args.checkpoint, args.device)
+    eval_cfg = (info.get("config") or {}).get("eval", {})
+    min_size = args.min_size or int(eval_cfg.get("min_size", 900))
+    max_size = args.max_size or int(eval_cfg.get("max_size", 1500))
+    extractors = feature_extractors(info, args.fusion)
+    metrics = evaluate_model(
+        model, fmt=args.dataset, root=args.root, gallery_size=args.gallery_size,
+        det_thresh=args.det_thresh, min_size=min_size, max_size=max_size, device=args.device,
+        use_gt_boxes=args.use_gt_boxes, cross_camera=args.cross_camera,
+        query_from_detection=args.query_from_detection, bf16=not args.fp32,
+        channels_last=not args.fp32, progress=not args.no_progress,
+        results_out=args.results_out, **extractors,
+    )
+    print(f"checkpoint {args.checkpoint} (method {info.get('method')}, epoch {info.get('epoch')})")
+    print(format_table(metrics))
+    if args.json:
+        write_json(Path(args.json), metrics)
+    return 0

@@ -1,0 +1,96 @@
+"""SeqNet with OIM: the fully supervised reference (methods.md §1), the upper bound of every
+comparison table. The only method that reads training identities: the train CLI hands them
+over explicitly with :meth:`SeqNetMethod.set_identities` (weakly supervised methods never get
+them).
+
+Shape glossary
+--------------
+N        training GT boxes (slots);  K  training identities (from the data)
+R        sampled stage-2 RoIs of the batch;  D  embedding dimension
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from personsearch.errors import ConfigError
+from personsearch.losses.oim import BACKGROUND, UNLABELED, OIMMemory
+from personsearch.methods.base import Method, StepOutput
+from personsearch.methods.common import num_slots
+
+
+class SeqNetMethod(Method):
+    """OIM re-id loss on the stage-2 embeddings of positive RoIs, plus the detection losses."""
+
+    supervised = True
+
+    @dataclass(frozen=True)
+    class Params:
+        queue_size: int = 5000  # SeqNet: 5,000 CUHK-SYSU / 500 PRW
+        momentum: float = 0.5
+        scale: float = 30.0
+        det_box_weight: float = 10.0  # stage-1 box regression (SeqNet)
+
+    def __init__(self, queue_size: int = 5000, momentum: float = 0.5, scale: float = 30.0,
+                 det_box_weight: float = 10.0) -> None:
+        self.queue_size = queue_size
+        self.momentum = momentum
+        self.scale = scale
+        self.loss_weights = {"loss_det_box": det_box_weight}
+        self.slot_ids: torch.Tensor | None = None  # [N] identity index 0..K-1 or -1
+        self.num_ids = 0
+        self.memory: OIMMemory | None = None
+
+    def set_identities(self, slot_true_ids: np.ndarray) -> None:
+        """True ids per slot (-1 unlabeled) -> contiguous identity indices 0..K-1."""
+        true = np.asarray(slot_true_ids, dtype=np.int64)
+        labelled = true >= 0
+        unique, index = np.unique(true[labelled], return_inverse=True)
+        slot_ids = np.full(true.shape, UNLABELED, dtype=np.int64)
+        slot_ids[labelled] = index
+        self.slot_ids = torch.from_numpy(slot_ids)
+        self.num_ids = int(unique.size)
+
+    def setup(self, model: nn.Module, train_records: Sequence[Any], device: torch.device) -> None:
+        if self.slot_ids is None:
+            raise ConfigError("method seqnet is supervised: the training identities were not given "
+                              "(call set_identities with load_train_identities)")
+        if self.slot_ids.numel() != num_slots(train_records):
+            raise ConfigError(f"method seqnet: {self.slot_ids.numel()} identities for "
+                              f"{num_slots(train_records)} training boxes")
+        if self.num_ids == 0:
+            raise ConfigError("method seqnet: the training split has no labelled person")
+        self.memory = OIMMemory(self.num_ids, self.queue_size, model.embedding_dim, self.momentum)
+
+    def _roi_ids(self, roi_slots: torch.Tensor) -> torch.Tensor:
+        assert self.slot_ids is not None
+        ids = torch.full_like(roi_slots, BACKGROUND)
+        foreground = roi_slots >= 0
+        ids[foreground] = self.slot_ids.to(roi_slots.device)[roi_slots[foreground]]
+        return ids
+
+    def training_step(self, model: nn.Module, batch: dict, epoch: int) -> StepOutput:
+        assert self.memory is not None, "setup() was not called"
+        out = model(batch["images"], batch["image_sizes"], batch["targets"])
+        ids = self._roi_ids(out.roi_slots)
+        persons = ids != BACKGROUND
+        feats = out.roi_embeddings[persons]
+        losses = {**out.losses, **self.memory.loss(feats, ids[persons], self.scale)}
+        return StepOutput(losses, pending={"feats": feats.detach(), "ids": ids[persons]})
+
+    def after_step(self, pending: dict[str, Any]) -> None:
+        assert self.memory is not None
+        self.memory.update(pending["feats"], pending["ids"])
+
+    def state_dict(self) -> dict:
+        assert self.memory is not None
+        return {"oim": self.memory.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        assert self.memory is not None
+        self.memory.load_state_dict(state["oim"])
