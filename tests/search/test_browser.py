@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ColourEmbedder, draw_scene
+from search_fixtures import ColourEmbedder, draw_scene
 from personsearch.search.build import build_index
 from personsearch.search.server import SearchApp, make_server
 from personsearch.search.store import GalleryStore

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import SCENES, draw_scene
+from search_fixtures import SCENES, draw_scene
 from personsearch.cli.main import main
 
 

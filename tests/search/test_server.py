@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 from PIL import Image
 
-from conftest import ColourEmbedder
+from search_fixtures import ColourEmbedder
 from personsearch.search.build import build_index
 from personsearch.search.server import SearchApp, make_server
 from personsearch.search.store import GalleryStore

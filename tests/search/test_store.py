@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from conftest import COLOURS, ColourEmbedder, colour_embedding, draw_scene
+from search_fixtures import COLOURS, ColourEmbedder, colour_embedding, draw_scene
 from personsearch.errors import IndexError_, PersonSearchError
 from personsearch.search.build import build_index
 from personsearch.search.query import rank, search_with_person
