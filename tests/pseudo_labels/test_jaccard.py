@@ -77,6 +77,9 @@ def test_blocked_knn_lower_bound_path_matches_faiss(monkeypatch):
     np.testing.assert_allclose(np.take_along_axis(sims, blocked, axis=1),
                                np.take_along_axis(sims, reference, axis=1), atol=1e-6)
     assert (blocked == reference).mean() > 0.99
+    # a bound that excludes true neighbours (negative margin) falls back to the full top-k
+    monkeypatch.setattr(jaccard, "_KNN_BOUND_MARGIN", -0.5)
+    np.testing.assert_array_equal(exact_knn(x, 30), blocked)
 
 
 def test_reciprocal_graph_hand_case():

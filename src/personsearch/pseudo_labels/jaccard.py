@@ -49,6 +49,8 @@ _TRIPLES_PER_CHUNK = 4_000_000
 _ACCUMULATOR_ELEMENTS = 16_000_000
 # Columns used for the per-row lower bound of the k-th best similarity (blocked kNN).
 _KNN_SAMPLE = 4096
+# Slack subtracted from that lower bound (fp32 rounding of a 256-term unit dot product << 1e-4).
+_KNN_BOUND_MARGIN = 1e-4
 # Size (float32 elements) of one block of the similarity matrix in the blocked kNN.
 _KNN_BLOCK_ELEMENTS = 1 << 26
 # float32 holds every integer below this exactly (order numbers of the de-duplication trick).
@@ -110,10 +112,14 @@ def exact_knn(unit_features: np.ndarray, k: int, backend: str = "blocked") -> np
         if sample.shape[0] == num_samples:
             rank[start:start + block] = similarities.topk(k, dim=1).indices.numpy()
             continue
-        lower_bound = (queries @ sample.t()).topk(k, dim=1).values[:, -1:]
+        # margin: the two matmuls may round the same dot product differently
+        lower_bound = (queries @ sample.t()).topk(k, dim=1).values[:, -1:] - _KNN_BOUND_MARGIN
         rows, cols = (similarities >= lower_bound).nonzero(as_tuple=True)
         values = similarities[rows, cols]
         counts = torch.bincount(rows, minlength=queries.shape[0])
+        if int(counts.min()) < k:  # cannot happen unless rounding exceeds the margin; stay exact
+            rank[start:start + block] = similarities.topk(k, dim=1).indices.numpy()
+            continue
         column_in_row = torch.arange(rows.numel()) - (torch.cumsum(counts, 0) - counts)[rows]
         padded = torch.full((queries.shape[0], int(counts.max())), float("-inf"))
         padded_cols = torch.zeros(padded.shape, dtype=torch.int64)
