@@ -148,3 +148,15 @@ def test_assembled_from_parts():
     assert isinstance(model, PersonSearchModel)
     clone = PersonSearchModel(model.backbone, model.rpn, model.roi_heads)
     assert clone.embedding_dim == 32
+
+
+def test_embed_crops_of_different_sizes_in_a_padded_batch():
+    model = _model().eval()
+    crops = torch.zeros(2, 3, 64, 32)
+    crops[0] = torch.randn(3, 64, 32)
+    crops[1, :, :48, :24] = torch.randn(3, 48, 24)
+    feats = model.embed_crops(crops, [(64, 32), (48, 24)])
+    assert feats.shape == (2, 32)
+    assert torch.allclose(feats.norm(dim=1), torch.ones(2), atol=1e-5)
+    with pytest.raises(ValueError, match="crop sizes"):
+        model.embed_crops(crops, [(64, 32)])

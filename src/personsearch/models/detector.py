@@ -135,15 +135,21 @@ class PersonSearchModel(nn.Module):
             features = self.backbone(images)
             return [e.float() for e in self.roi_heads.embed_boxes(features, [b.to(features.device) for b in boxes_list])]
 
-    def embed_crops(self, crops: Tensor) -> Tensor:
+    def embed_crops(self, crops: Tensor, crop_sizes: list[tuple[int, int]] | None = None) -> Tensor:
+        """[P, D]: each crop pooled as one RoI covering the whole crop — or, for a padded batch
+        of crops of different sizes, its top-left ``crop_sizes[p] = (h, w)`` region."""
         if crops.dim() != 4 or crops.shape[1] != 3:
             raise ValueError(f"crops must be [P, 3, h, w], got {tuple(crops.shape)}")
         if crops.shape[0] == 0:
             return torch.zeros(0, self.embedding_dim, device=crops.device)
+        if crop_sizes is not None and len(crop_sizes) != crops.shape[0]:
+            raise ValueError(f"{crops.shape[0]} crops but {len(crop_sizes)} crop sizes")
         features = self.backbone(crops)
         height, width = crops.shape[2:]
-        whole_crop = crops.new_tensor([[0.0, 0.0, float(width), float(height)]], dtype=torch.float32)
-        roi_maps = self.roi_heads.pooler(features, [whole_crop] * crops.shape[0])
+        sizes = crop_sizes if crop_sizes is not None else [(height, width)] * crops.shape[0]
+        boxes = [crops.new_tensor([[0.0, 0.0, float(w), float(h)]], dtype=torch.float32)
+                 for h, w in sizes]
+        roi_maps = self.roi_heads.pooler(features, boxes)
         embeddings, _, _ = self.roi_heads.reid_features(roi_maps)
         return embeddings.float()
 
