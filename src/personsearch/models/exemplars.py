@@ -70,19 +70,29 @@ def crop_and_resize(images: Tensor, rois: Tensor, size: tuple[int, int]) -> Tens
                      aligned=True)
 
 
-def crop_original(image: Tensor, box: Tensor, min_side: int = 16) -> Tensor:
-    """[1, 3, h, w] the person at its own size in the network input (the original-scale
-    exemplar, methods.md §3.2 [open] default); sides of at least ``min_side`` pixels."""
-    height, width = image.shape[-2:]
-    x1 = int(box[0].floor().clamp(0, width - 1))
-    y1 = int(box[1].floor().clamp(0, height - 1))
-    x2 = int(box[2].ceil().clamp(x1 + 1, width))
-    y2 = int(box[3].ceil().clamp(y1 + 1, height))
-    crop = image[:, y1:y2, x1:x2].unsqueeze(0)
-    if crop.shape[-2] < min_side or crop.shape[-1] < min_side:
-        new_size = (max(min_side, crop.shape[-2]), max(min_side, crop.shape[-1]))
-        crop = F.interpolate(crop, size=new_size, mode="bilinear", align_corners=False)
-    return crop
+def original_scale_crops(images: Tensor, boxes: Tensor, min_side: int = 32
+                         ) -> tuple[Tensor, list[tuple[int, int]]]:
+    """The persons at their own size in the network input (the original-scale exemplar,
+    methods.md §3.2 [open] default), zero-padded into one batch: ([P, 3, h_max, w_max],
+    [(h_p, w_p)]). Sides shorter than ``min_side`` are bilinearly enlarged to it so the
+    stride-16 map keeps more than one cell (BatchNorm in training needs it)."""
+    height, width = images.shape[-2:]
+    crops: list[Tensor] = []
+    for image, box in zip(images, boxes):
+        x1 = int(box[0].floor().clamp(0, width - 1))
+        y1 = int(box[1].floor().clamp(0, height - 1))
+        x2 = int(box[2].ceil().clamp(x1 + 1, width))
+        y2 = int(box[3].ceil().clamp(y1 + 1, height))
+        crop = image[:, y1:y2, x1:x2].unsqueeze(0)
+        if crop.shape[-2] < min_side or crop.shape[-1] < min_side:
+            new_size = (max(min_side, crop.shape[-2]), max(min_side, crop.shape[-1]))
+            crop = F.interpolate(crop, size=new_size, mode="bilinear", align_corners=False)
+        crops.append(crop[0])
+    sizes = [(int(c.shape[-2]), int(c.shape[-1])) for c in crops]
+    batch = images.new_zeros((len(crops), 3, max(h for h, _ in sizes), max(w for _, w in sizes)))
+    for index, crop in enumerate(crops):
+        batch[index, :, : crop.shape[-2], : crop.shape[-1]] = crop
+    return batch, sizes
 
 
 def exemplar_embeddings(
@@ -97,7 +107,8 @@ def exemplar_embeddings(
 
     Each person's image is background-filtered with its mask, the person is cropped and
     resized to every (h, w) of ``scales`` (one ``embed_crops`` call per scale, batched over
-    persons) and, for index 0, kept at its own size (one call per person: sizes differ).
+    persons) and, for index 0, kept at its own size (one padded batch, each person pooled
+    over its own region).
     With ``original_scale=False`` index 0 is the first resized scale's embedding instead.
     """
     filtered = filter_background(images, boxes_per_image, masks)
@@ -111,8 +122,8 @@ def exemplar_embeddings(
                       boxes], dim=1)
     per_scale = [model.embed_crops(crop_and_resize(stacked, rois, tuple(size))) for size in scales]
     if original_scale:
-        original = torch.cat([model.embed_crops(crop_original(stacked[p], boxes[p]))
-                              for p in range(num_persons)], dim=0)
+        crops, crop_sizes = original_scale_crops(stacked, boxes)
+        original = model.embed_crops(crops, crop_sizes)
     else:
         original = per_scale[0]
     return torch.stack([original, *per_scale], dim=1)
