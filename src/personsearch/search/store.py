@@ -28,6 +28,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import quote
 
 import numpy as np
 
@@ -195,7 +196,7 @@ class GalleryStore:
             raise IndexError_(f"{root}: index folder not found")
         if not db_path.is_file():
             raise IndexError_(f"{root}: not a personsearch index (no {DB_NAME})")
-        uri = f"file:{db_path}?mode={'ro' if readonly else 'rw'}"
+        uri = f"file:{quote(str(db_path.resolve()))}?mode={'ro' if readonly else 'rw'}"
         try:
             connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             connection.execute("PRAGMA foreign_keys = ON")
