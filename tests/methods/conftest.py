@@ -26,7 +26,13 @@ TINY_MODEL = {
 }
 
 
-def write_config(path: Path, root: Path, method: str, params: dict | None = None,
+@pytest.fixture
+def write_config():
+    """The config writer below, as a fixture (test folders are not packages)."""
+    return _write_config
+
+
+def _write_config(path: Path, root: Path, method: str, params: dict | None = None,
                  masks: bool = False, epochs: int = 1, out_dir: Path | None = None) -> Path:
     config = {
         "data": {"format": "prw", "root": str(root), "min_size": 180, "max_size": 320,

@@ -12,7 +12,6 @@ import torch
 from personsearch.cli.main import main
 from personsearch.engine.checkpoint import load_checkpoint, load_model
 
-from .conftest import write_config
 
 CASES = {
     "seqnet": ({"queue_size": 50}, False),
@@ -28,7 +27,7 @@ def _records(path):
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_method_trains_and_checkpoints(case, tiny_dataset, tmp_path):
+def test_method_trains_and_checkpoints(case, tiny_dataset, tmp_path, write_config):
     params, masks = CASES[case]
     method = case.split("_")[0]
     config = write_config(tmp_path / "config.yaml", tiny_dataset, method, params, masks=masks,
