@@ -1,0 +1,132 @@
+"""Method comparison on the synthetic PRW-format dataset (one seed, one budget, 2-core CPU).
+
+    .venv/bin/python benchmarks/synthetic_comparison.py [--rows untrained,cgps,seqnet,ssl,dicl]
+
+Rows: ``untrained`` (the seeded initial model, no training), ``cgps``, ``seqnet`` (supervised
+upper bound), ``ssl``, ``dicl`` (evaluated with and without inference fusion) and
+``dicl_no_oic``. Each trains ``configs/<method>_synthetic.yaml`` into ``out/bench/<row>``
+(skipped when already trained, resumed when interrupted), then is evaluated on the test split.
+Writes ``benchmarks/results/synthetic_comparison.json`` (metrics, per-epoch pseudo-label
+precision/recall against the true training ids, wall minutes) and ``.md`` (the README table),
+and prints the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+ROWS = {
+    "untrained": ("cgps", []),
+    "cgps": ("cgps", []),
+    "seqnet": ("seqnet", []),
+    "ssl": ("ssl", []),
+    "dicl": ("dicl", []),
+    "dicl_no_oic": ("dicl", ["method.params.oic=false"]),
+}
+
+
+def untrained_checkpoint(config: Path, out_dir: Path) -> Path:
+    """The initial model of a run (seeded like training), saved as a checkpoint."""
+    from personsearch.config import config_to_dict, load_config, model_kwargs
+    from personsearch.engine.checkpoint import save_checkpoint
+    from personsearch.engine.trainer import seed_everything
+    from personsearch.models import build_model
+
+    cfg = load_config(config)
+    seed_everything(cfg.train.seed)
+    kwargs = model_kwargs(cfg)
+    model = build_model(**kwargs)
+    path = out_dir / "checkpoints" / "last.pt"
+    save_checkpoint(path, {"model_kwargs": kwargs, "model": model.state_dict(), "method": "untrained",
+                           "config": config_to_dict(cfg), "epoch": 0, "iteration": 0})
+    return path
+
+
+def pseudo_label_history(metrics_file: Path) -> list[dict]:
+    from personsearch.evaluation.figures import read_diagnostics
+
+    keep = ("precision", "recall", "f1")
+    return [{"epoch": r["epoch"], **{k.removeprefix("diag/"): v for k, v in r.items()
+                                     if k.startswith("diag/") and k.endswith(keep)}}
+            for r in read_diagnostics(metrics_file)]
+
+
+def evaluate(checkpoint: Path, config: Path, fusion: str) -> dict:
+    from personsearch.config import load_config
+    from personsearch.engine.checkpoint import load_model
+    from personsearch.evaluation.inference import evaluate_model
+    from personsearch.methods.extractors import feature_extractors
+
+    cfg = load_config(config)
+    model, info = load_model(checkpoint)
+    return evaluate_model(model, fmt=cfg.data.format, root=cfg.data.root,
+                          det_thresh=cfg.eval.det_thresh, min_size=cfg.eval.min_size,
+                          max_size=cfg.eval.max_size, progress=False,
+                          **feature_extractors(info, fusion))
+
+
+def table(rows: dict) -> str:
+    def pct(value):
+        return "–" if value is None else f"{100 * value:.1f}"
+
+    lines = ["| method | mAP | top-1 | det AP | det recall | pseudo-label precision / recall (last epoch) | train min |",
+             "|---|---|---|---|---|---|---|"]
+    for name, row in rows.items():
+        m = row["metrics"]
+        history = row.get("pseudo_labels") or []
+        last = history[-1] if history else {}
+        precision = last.get("dml_precision", last.get("precision"))
+        recall = last.get("dml_recall", last.get("recall"))
+        pl = f"{pct(precision)} / {pct(recall)}" if precision is not None else "–"
+        minutes = row.get("train_minutes")
+        lines.append(f"| {name} | {pct(m['mAP'])} | {pct(m['top1'])} | {pct(m.get('det_ap'))} | "
+                     f"{pct(m.get('det_recall'))} | {pl} | "
+                     f"{'–' if minutes is None else f'{minutes:.1f}'} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from personsearch.cli.ablate import train_row
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", default=",".join(ROWS))
+    parser.add_argument("--out", default=str(REPO / "out" / "bench"))
+    args = parser.parse_args(argv)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    json_path = RESULTS / "synthetic_comparison.json"
+    results = json.loads(json_path.read_text()) if json_path.is_file() else {"rows": {}}
+    for name in args.rows.split(","):
+        method, overrides = ROWS[name]
+        config = REPO / "configs" / f"{method}_synthetic.yaml"
+        out_dir = Path(args.out) / name
+        started = time.perf_counter()
+        if name == "untrained":
+            checkpoint = untrained_checkpoint(config, out_dir)
+            minutes = None
+        else:
+            checkpoint = train_row(str(config), out_dir, ["train.progress=false", *overrides])
+            minutes = (time.perf_counter() - started) / 60
+        row = {"config": str(config.relative_to(REPO)), "overrides": overrides,
+               "train_minutes": minutes if minutes and minutes > 0.5 else results["rows"].get(name, {}).get("train_minutes"),
+               "pseudo_labels": pseudo_label_history(out_dir / "metrics.jsonl")}
+        row["metrics"] = evaluate(checkpoint, config, "auto" if method == "dicl" else "off")
+        results["rows"][name] = row
+        if method == "dicl":
+            results["rows"][f"{name}_scene_only"] = {**row, "metrics": evaluate(checkpoint, config, "off")}
+        results["command"] = "python benchmarks/synthetic_comparison.py --rows " + args.rows
+        json_path.write_text(json.dumps(results, indent=1))
+        (RESULTS / "synthetic_comparison.md").write_text(table(results["rows"]) + "\n")
+        print(f"[comparison] {name}: mAP {100 * row['metrics']['mAP']:.2f} top-1 "
+              f"{100 * row['metrics']['top1']:.2f}", flush=True)
+    print(table(results["rows"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
