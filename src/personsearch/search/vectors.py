@@ -41,7 +41,7 @@ _HEADER = struct.Struct("<8sQQ32s")
 DEFAULT_PARAMS: dict[str, dict[str, int | None]] = {
     "flat": {},
     "ivf": {"nlist": None, "nprobe": 32},
-    "hnsw": {"M": 32, "efConstruction": 80, "efSearch": 128},
+    "hnsw": {"M": 16, "efConstruction": 80, "efSearch": 128},
 }
 
 
