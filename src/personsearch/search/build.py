@@ -284,7 +284,8 @@ def _update(store: GalleryStore, embedder: Embedder, images_root: Path, batch_si
     if len(removed_ids) or deleted or changed_paths:
         incremental = store.update_vectors(index, np.zeros(0, np.int64), np.zeros((0, store.settings.embedding_dim), np.float32), removed_ids)
 
-    bar = tqdm(total=len(pending), desc="indexing", unit="img", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(pending), desc="indexing", unit="img", disable=not progress, dynamic_ncols=True,
+               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]")
     try:
         for batch_number, start in enumerate(range(0, len(pending), batch_size)):
             chunk = pending[start:start + batch_size]

@@ -40,7 +40,7 @@ _HEADER = struct.Struct("<8sQQ32s")
 
 DEFAULT_PARAMS: dict[str, dict[str, int | None]] = {
     "flat": {},
-    "ivf": {"nlist": None, "nprobe": 32},
+    "ivf": {"nlist": None, "nprobe": 64},
     "hnsw": {"M": 16, "efConstruction": 80, "efSearch": 128},
 }
 
