@@ -2,12 +2,14 @@
 
     .venv/bin/python benchmarks/ops_speed.py [--repeats 3] [--threads N] [--skip-backbone]
 
-nms: 12,000 random boxes (x, y uniform in a 1500x900 image, w, h in [8, 308]), IoU 0.7.
+nms: 12,000 random boxes (x, y uniform in a 1500x900 image, w, h in [8, 308]), IoU 0.7; 12,000
+RPN-like boxes (jittered around 30 objects), IoU 0.7; the first 2,000 of each at IoU 0.4 / 0.5.
 roi_align: 2,000 random RoIs, 1024 channels, 14x14 output, sampling_ratio 2, on a
 1024x57x94 map (a 900x1500 image at stride 16), forward and backward (gradient of the sum).
 deform_roi_pool: 300 RoIs, 1024 channels, 14x6 output (DICL), forward + backward.
 backbone: the `small` body on one 3x544x960 image, forward (no grad), fp32; GFLOPs counted.
-Reported times are the median of the repeats, after one warm-up run.
+Reported times are the median of the repeats, after one warm-up run: wall seconds (`*_s`) and,
+in "cpu_s", the process CPU seconds (steadier on a shared, loaded machine).
 """
 
 from __future__ import annotations
@@ -22,13 +24,20 @@ import time
 import torch
 
 
-def timed(fn, repeats: int) -> float:
+CPU_TIMES: dict[str, float] = {}
+
+
+def timed(fn, repeats: int, name: str | None = None) -> float:
+    """Median wall seconds of ``repeats`` runs; the median process CPU seconds go to CPU_TIMES[name]."""
     fn()  # warm-up
-    times = []
+    times, cpu_times = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
+    if name:
+        CPU_TIMES[name] = statistics.median(cpu_times)
     return statistics.median(times)
 
 
@@ -66,13 +75,27 @@ def main() -> None:
     xy = torch.rand(12000, 2, generator=g) * torch.tensor([1500.0, 900.0])
     boxes = torch.cat([xy, xy + torch.rand(12000, 2, generator=g) * 300 + 8], 1)
     scores = torch.rand(12000, generator=g)
-    results["nms_12000_s"] = timed(lambda: nms(boxes, scores, 0.7), args.repeats)
+    results["nms_12000_s"] = timed(lambda: nms(boxes, scores, 0.7), args.repeats, "nms_12000")
     results["nms_12000_kept"] = int(nms(boxes, scores, 0.7).numel())
+    g_rpn = torch.Generator().manual_seed(1)  # own stream: the inputs below stay as before
+    centres = torch.rand(30, 2, generator=g_rpn) * torch.tensor([1400.0, 800.0])
+    sizes = torch.rand(30, 2, generator=g_rpn) * 200 + 30
+    owner = torch.randint(0, 30, (12000,), generator=g_rpn)
+    centre = centres[owner] + torch.randn(12000, 2, generator=g_rpn) * sizes[owner] * 0.15
+    size = sizes[owner] * torch.exp(torch.randn(12000, 2, generator=g_rpn) * 0.15)
+    rpn_boxes = torch.cat([centre - size / 2, centre + size / 2], 1)
+    rpn_scores = torch.rand(12000, generator=g_rpn)
+    results["nms_rpn_like_12000_s"] = timed(lambda: nms(rpn_boxes, rpn_scores, 0.7), args.repeats, "nms_rpn_like_12000")
+    results["nms_rpn_like_12000_kept"] = int(nms(rpn_boxes, rpn_scores, 0.7).numel())
+    results["nms_2000_iou0.4_s"] = timed(lambda: nms(boxes[:2000], scores[:2000], 0.4), args.repeats, "nms_2000_iou0.4")
+    results["nms_rpn_like_2000_iou0.5_s"] = timed(
+        lambda: nms(rpn_boxes[:2000], rpn_scores[:2000], 0.5), args.repeats, "nms_rpn_like_2000_iou0.5"
+    )
 
     features = torch.randn(1, 1024, 57, 94, generator=g, requires_grad=True)
     rois = random_rois(2000, (900, 1500), g)
     results["roi_align_2000x1024x14x14_forward_s"] = timed(
-        lambda: roi_align(features.detach(), rois, 14, 1 / 16, 2), args.repeats
+        lambda: roi_align(features.detach(), rois, 14, 1 / 16, 2), args.repeats, "roi_align_forward"
     )
 
     def forward_backward() -> None:
@@ -80,7 +103,7 @@ def main() -> None:
         out.sum().backward()
         features.grad = None
 
-    results["roi_align_2000x1024x14x14_forward_backward_s"] = timed(forward_backward, args.repeats)
+    results["roi_align_2000x1024x14x14_forward_backward_s"] = timed(forward_backward, args.repeats, "roi_align_forward_backward")
     results["roi_align_2000x1024x14x14_backward_s"] = (
         results["roi_align_2000x1024x14x14_forward_backward_s"] - results["roi_align_2000x1024x14x14_forward_s"]
     )
@@ -93,7 +116,7 @@ def main() -> None:
         deform(features, deform_rois).sum().backward()
         features.grad = None
 
-    results["deform_roi_pool_300x1024x14x6_forward_backward_s"] = timed(deform_step, args.repeats)
+    results["deform_roi_pool_300x1024x14x6_forward_backward_s"] = timed(deform_step, args.repeats, "deform_roi_pool_forward_backward")
 
     if not args.skip_backbone:
         from torch.utils.flop_counter import FlopCounterMode
@@ -109,6 +132,7 @@ def main() -> None:
             body_cl = body.to(memory_format=torch.channels_last)
             results["small_body_544x960_channels_last_forward_s"] = timed(lambda: body_cl(cl_image), args.repeats)
 
+    results["cpu_s"] = CPU_TIMES
     print(json.dumps(results, indent=2))
 
 

@@ -76,3 +76,14 @@ def test_module_shape_errors_and_empty():
     assert module(f, torch.zeros(0, 5)).shape == (0, 3, 14, 6)
     with pytest.raises(ValueError, match="channels"):
         module(torch.randn(1, 4, 10, 10), torch.zeros(1, 5))
+
+
+def test_chunked_offsets_match_reference(monkeypatch):
+    import importlib
+
+    roi_module = importlib.import_module("personsearch.ops.roi_align")
+    monkeypatch.setattr(roi_module, "_CHUNK_ELEMENTS", 16)  # one bin per chunk
+    f, rois = random_case(6, num=5)
+    offsets = torch.randn(rois.shape[0], 2, 3, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    out = deform_roi_pool(f, rois, offsets, (3, 2), 0.5, 0, gamma=0.2)
+    assert torch.allclose(out, reference_pool(f, rois, 3, 2, 0.5, 0, True, offsets=offsets, gamma=0.2), atol=1e-10)

@@ -68,7 +68,7 @@ def test_threshold_is_strict():
 
 @pytest.mark.parametrize("seed,n,thr,ties", [(0, 300, 0.5, None), (1, 700, 0.7, 5), (2, 1200, 0.3, 3), (3, 50, 0.0, 2)])
 def test_matches_naive_reference_with_ties(monkeypatch, seed, n, thr, ties):
-    monkeypatch.setattr(nms_impl, "_BLOCK", 64)  # several blocks even for small inputs
+    monkeypatch.setattr(nms_impl, "_PAIR_CHUNK", 64)  # several pair chunks even for small inputs
     boxes, scores = random_boxes(n, seed, ties)
     keep = nms(boxes, scores, thr)
     assert keep.dtype == torch.int64
@@ -88,7 +88,7 @@ def test_empty():
 
 @pytest.mark.parametrize("num_categories", [3, 40])  # per-category loop and single masked pass
 def test_batched_nms_matches_naive(monkeypatch, num_categories):
-    monkeypatch.setattr(nms_impl, "_BLOCK", 64)
+    monkeypatch.setattr(nms_impl, "_PAIR_CHUNK", 64)
     boxes, scores = random_boxes(600, 7, tie_levels=4)
     idxs = torch.randint(0, num_categories, (600,), generator=torch.Generator().manual_seed(3))
     keep = batched_nms(boxes, scores, idxs, 0.5)
@@ -128,3 +128,34 @@ def test_env_var_forces_pure_ops_everywhere(monkeypatch):
     assert (_torchvision.compiled_ops() is None) == (not _torchvision.torchvision_ops_available())
     if not _torchvision.torchvision_ops_available():
         assert _torchvision.unavailable_reason()
+
+
+def test_clustered_rpn_like_boxes_match_naive(monkeypatch):
+    # many heavily overlapping proposals around a few objects (long suppression chains)
+    monkeypatch.setattr(nms_impl, "_PAIR_CHUNK", 256)
+    g = torch.Generator().manual_seed(11)
+    centres = torch.rand(4, 2, generator=g) * 300
+    which = torch.randint(0, 4, (400,), generator=g)
+    centre = centres[which] + torch.randn(400, 2, generator=g) * 6
+    size = 40 * torch.exp(torch.randn(400, 2, generator=g) * 0.1)
+    boxes = torch.cat([centre - size / 2, centre + size / 2], 1)
+    scores = torch.rand(400, generator=g)
+    for thr in (0.5, 0.7, 0.9):
+        assert nms(boxes, scores, thr).tolist() == naive_nms(boxes, scores, thr)
+
+
+def test_pair_just_above_threshold_at_pruning_bound():
+    # same heights, shifted in x: IoU = 7 / 13 = 0.5385 is the closest a pair gets to ow / w = 0.7
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [3.0, 0.0, 13.0, 10.0]])
+    scores = torch.tensor([0.9, 0.8])
+    assert nms(boxes, scores, 7.0 / 13.0 - 1e-6).tolist() == [0]
+    assert nms(boxes, scores, 7.0 / 13.0 + 1e-6).tolist() == [0, 1]
+    # a narrow box inside a wide one: IoU = 1/10 with x-overlap equal to the narrow width
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [4.0, 0.0, 5.0, 10.0]])
+    assert nms(boxes, scores, 0.099).tolist() == [0]
+    assert nms(boxes, scores, 0.101).tolist() == [0, 1]
+
+
+def test_negative_threshold_suppresses_disjoint_boxes_too():
+    boxes, scores = random_boxes(60, 5)
+    assert nms(boxes, scores, -0.1).tolist() == naive_nms(boxes, scores, -0.1)

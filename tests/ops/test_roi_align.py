@@ -105,3 +105,17 @@ def test_bf16_autocast_and_channels_last():
         out_bf = roi_align(f.float().bfloat16(), rois.float(), 3, 0.5, 2)
     assert out_bf.dtype == torch.bfloat16
     assert torch.allclose(out_bf.float(), ref, atol=0.05, rtol=0.02)
+
+
+def test_many_small_chunks_match_reference_and_gradcheck(monkeypatch):
+    import importlib
+
+    roi_module = importlib.import_module("personsearch.ops.roi_align")
+    monkeypatch.setattr(roi_module, "_CHUNK_ELEMENTS", 64)  # one or two RoIs per chunk
+    f, rois = random_case(4, num=25)
+    for sampling_ratio, aligned in ((-1, False), (2, True)):
+        out = roi_align(f, rois, (3, 4), 0.5, sampling_ratio, aligned)
+        assert torch.allclose(out, reference_pool(f, rois, 3, 4, 0.5, sampling_ratio, aligned), atol=1e-10)
+    f, rois = random_case(5, channels=2, height=6, width=7, num=6)
+    f.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: roi_align(x, rois, (2, 3), 0.5, -1, False), (f,), fast_mode=True)

@@ -12,11 +12,18 @@ Semantics equal torchvision's CPU ``nms``: boxes are visited in descending score
 sort, so equal scores go by index); a visited box that is not yet suppressed is kept and
 suppresses every later box whose IoU with it is strictly greater than ``iou_threshold``.
 
-Algorithm: the sorted boxes are processed in blocks of ``_BLOCK`` candidates. Each block is
-first tested against the boxes kept so far ([kept, block] IoUs), then the greedy order inside
-the block is resolved from its [block, block] "suppresses" matrix by a fixed-point iteration
-(keep[i] = alive[i] and no kept j < i suppresses i), which settles after as many rounds as the
-longest suppression chain (a handful in practice) and is exact. No N x N matrix is built.
+Algorithm: (1) candidate pairs. IoU(a, b) <= overlap_x / max(width_a, width_b), so a pair can
+exceed a threshold t >= 0 only when its x-overlap exceeds t * width (with a small safety margin
+for rounding). With the boxes sorted by x1, each box's partners further right form one
+contiguous run, found with ``searchsorted``; blocks of consecutive boxes get one dense IoU block
+(computed like torchvision's kernel) against the union of their runs. (2) The surviving pairs form a sparse "suppresses" graph
+directed from the earlier (higher-scoring) box to the later one; greedy NMS is resolved on it in
+vectorised rounds: an undecided box with an edge from a kept box is suppressed, then an undecided
+box with no edge from an undecided box is kept. Each round decides at least the earliest
+undecided box, and in practice all boxes are decided after as many rounds as the longest chain
+of suppressions (a handful). Edges whose outcome is settled are dropped between rounds. Exact:
+the same keep list as the sequential greedy loop. No N x N matrix is built (for t < 0 every pair
+is a candidate).
 """
 
 from __future__ import annotations
@@ -28,65 +35,93 @@ from personsearch.ops._torchvision import compiled_ops
 
 __all__ = ["nms", "batched_nms"]
 
-_BLOCK = 512
+#: Boxes per dense IoU block, and the upper bound on one block's compared pairs.
+_PAIR_BLOCK = 256
+_PAIR_CHUNK = 1 << 21
 _LOOP_CATEGORIES_MAX = 16  # batched_nms: below this many categories, run nms per category
+#: Relative slack of the x-overlap pruning bound (keeps pairs whose rounded IoU could pass).
+_PRUNE_SLACK = 1e-3
 
 
-def _suppression(
-    x1a: Tensor, y1a: Tensor, x2a: Tensor, y2a: Tensor, area_a: Tensor,
-    x1b: Tensor, y1b: Tensor, x2b: Tensor, y2b: Tensor, area_b: Tensor,
-    iou_threshold: float,
-) -> Tensor:
+def _iou_exceeds(boxes_a: Tensor, boxes_b: Tensor, iou_threshold: float) -> Tensor:
     """[A, B] bool: IoU(a, b) > threshold, computed like torchvision's CPU kernel."""
-    w = (torch.min(x2a[:, None], x2b[None, :]) - torch.max(x1a[:, None], x1b[None, :])).clamp_(min=0)
-    h = (torch.min(y2a[:, None], y2b[None, :]) - torch.max(y1a[:, None], y1b[None, :])).clamp_(min=0)
+    x1a, y1a, x2a, y2a = (v[:, None] for v in boxes_a.unbind(1))
+    x1b, y1b, x2b, y2b = (v[None, :] for v in boxes_b.unbind(1))
+    w = (torch.min(x2a, x2b) - torch.max(x1a, x1b)).clamp_(min=0)
+    h = (torch.min(y2a, y2b) - torch.max(y1a, y1b)).clamp_(min=0)
     inter = w.mul_(h)
-    union = area_a[:, None] + area_b[None, :] - inter
+    union = ((x2a - x1a) * (y2a - y1a)) + ((x2b - x1b) * (y2b - y1b)) - inter
     return inter.div_(union) > iou_threshold
+
+
+def _suppression_edges(boxes: Tensor, iou_threshold: float, categories: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Pairs (earlier, later) of positions in ``boxes`` (visiting order) with IoU > threshold.
+
+    Boxes are sorted by x1; each block of ``_PAIR_BLOCK`` consecutive boxes is compared (one
+    dense IoU block) with the boxes from the block's start up to the last possible partner.
+    """
+    num = boxes.shape[0]
+    device = boxes.device
+    by_x = torch.sort(boxes[:, 0], stable=True).indices
+    sorted_boxes = boxes[by_x]
+    x1 = sorted_boxes[:, 0].double().contiguous()
+    if iou_threshold >= 0:
+        # a partner j right of i must start before x2_i - t * width_i (minus slack)
+        width = (sorted_boxes[:, 2] - sorted_boxes[:, 0]).double()
+        limit = sorted_boxes[:, 2].double() - iou_threshold * (1.0 - _PRUNE_SLACK) * width.clamp(min=0)
+        end = torch.searchsorted(x1, limit, side="left")
+        end = torch.maximum(end, torch.arange(num, device=device) + 1)
+    else:
+        end = torch.full((num,), num, dtype=torch.int64, device=device)
+    block_ends = torch.cummax(end, 0).values  # partners of boxes up to i end before block_ends[i]
+    earlier_list, later_list = [], []
+    first = 0
+    while first < num:
+        # grow the block while its dense comparison stays within _PAIR_CHUNK entries
+        last = min(first + _PAIR_BLOCK, num)
+        span = int(block_ends[last - 1]) - first
+        while last - first > 1 and (last - first) * span > _PAIR_CHUNK:
+            last = first + (last - first) // 2
+            span = int(block_ends[last - 1]) - first
+        hit = _iou_exceeds(sorted_boxes[first:last], sorted_boxes[first:first + span], iou_threshold)
+        rows = torch.arange(first, last, device=device)[:, None]
+        cols = torch.arange(first, first + span, device=device)[None, :]
+        hit &= (cols > rows) & (cols < end[first:last, None])
+        left, right = torch.nonzero(hit).unbind(1)
+        left, right = by_x[left + first], by_x[right + first]
+        if categories is not None:
+            same = categories[left] == categories[right]
+            left, right = left[same], right[same]
+        earlier_list.append(torch.minimum(left, right))
+        later_list.append(torch.maximum(left, right))
+        first = last
+    return torch.cat(earlier_list), torch.cat(later_list)
 
 
 def _nms_sorted(boxes: Tensor, iou_threshold: float, categories: Tensor | None) -> Tensor:
     """Greedy NMS over boxes already in visiting order; returns kept positions (ascending)."""
     num = boxes.shape[0]
-    x1, y1, x2, y2 = boxes.unbind(1)
-    area = (x2 - x1) * (y2 - y1)
-    # kept boxes so far, stored contiguously: rows x1, y1, x2, y2, area
-    kept = boxes.new_empty((5, num))
-    kept_cats = None if categories is None else categories.new_empty(num)
-    kept_positions = torch.empty(num, dtype=torch.int64, device=boxes.device)
-    num_kept = 0
-    for start in range(0, num, _BLOCK):
-        end = min(start + _BLOCK, num)
-        block = (x1[start:end], y1[start:end], x2[start:end], y2[start:end], area[start:end])
-        block_cats = None if categories is None else categories[start:end]
-        if num_kept > 0:
-            sup = _suppression(*kept[:, :num_kept], *block, iou_threshold)
-            if categories is not None:
-                sup &= kept_cats[:num_kept, None] == block_cats[None, :]
-            alive = ~sup.any(0)
-        else:
-            alive = torch.ones(end - start, dtype=torch.bool, device=boxes.device)
-        # greedy order inside the block: only earlier (higher-scoring) boxes suppress later ones
-        sup = _suppression(*block, *block, iou_threshold)
-        if categories is not None:
-            sup &= block_cats[:, None] == block_cats[None, :]
-        sup = torch.triu(sup, diagonal=1) & alive[:, None]
-        sup_f = sup.to(torch.float32)
-        keep = alive
-        while True:
-            suppressed = (keep.to(torch.float32)[None, :] @ sup_f)[0] > 0
-            new_keep = alive & ~suppressed
-            if torch.equal(new_keep, keep):
-                break
-            keep = new_keep
-        positions = torch.nonzero(keep).flatten()
-        count = positions.numel()
-        kept[:, num_kept:num_kept + count] = torch.stack(block)[:, positions]
-        if categories is not None:
-            kept_cats[num_kept:num_kept + count] = block_cats[positions]
-        kept_positions[num_kept:num_kept + count] = positions + start
-        num_kept += count
-    return kept_positions[:num_kept]
+    device = boxes.device
+    earlier, later = _suppression_edges(boxes, iou_threshold, categories)
+    undecided = torch.ones(num, dtype=torch.bool, device=device)
+    kept = torch.zeros(num, dtype=torch.bool, device=device)
+    while True:
+        # an undecided box with an edge from a kept box is suppressed
+        hit = torch.zeros(num, dtype=torch.bool, device=device)
+        hit[later[kept[earlier]]] = True
+        undecided &= ~hit
+        # drop settled edges: decided targets, or sources that are no longer candidates
+        live = undecided[later] & (undecided[earlier] | kept[earlier])
+        earlier, later = earlier[live], later[live]
+        # an undecided box whose earlier neighbours are all decided (none kept) is kept
+        blocked = torch.zeros(num, dtype=torch.bool, device=device)
+        blocked[later[undecided[earlier]]] = True
+        newly_kept = undecided & ~blocked
+        kept |= newly_kept
+        undecided &= ~newly_kept
+        if not bool(undecided.any()):
+            break
+    return torch.nonzero(kept).flatten()
 
 
 def _check(boxes: Tensor, scores: Tensor) -> None:
