@@ -252,3 +252,14 @@ def test_approximate_index_types(tmp_path, scene_dir, embedder, index_type):
         assert store.vector_index().ntotal == store.count_persons() == 4
         hits = rank(store, colour_embedding(COLOURS["red"]), top_k=2, weighting="cosine")
         assert {h.image for h in hits} == {"a.png", "late.png"}
+
+
+def test_second_concurrent_build_is_refused(tmp_path, scene_dir):
+    def nested_build(batch_number):
+        if batch_number == 0:
+            with pytest.raises(IndexError_, match="another build is running"):
+                build_index(tmp_path / "idx", ColourEmbedder(), scene_dir, progress=False)
+
+    report = build_index(tmp_path / "idx", ColourEmbedder(), scene_dir, progress=False, on_batch=nested_build)
+    assert report.added == 4
+    assert build_index(tmp_path / "idx", ColourEmbedder(), scene_dir, progress=False).unchanged == 4

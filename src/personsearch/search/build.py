@@ -21,9 +21,10 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
@@ -220,11 +221,29 @@ def build_index(
             raise IndexError_(f"{index_path}: {error}") from None
     report = BuildReport()
     try:
-        _update(store, embedder, images_root, batch_size, progress, on_batch, report, tqdm)
+        with _build_lock(index_path):
+            _update(store, embedder, images_root, batch_size, progress, on_batch, report, tqdm)
     finally:
         store.close()
     report.seconds = time.perf_counter() - started
     return report
+
+
+@contextmanager
+def _build_lock(index_path: Path) -> Iterator[None]:
+    """One build at a time per index (an advisory lock on INDEX/.build.lock, released by the OS
+    when the process dies, so a killed build never leaves a stale lock)."""
+    import fcntl
+
+    with open(index_path / ".build.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise IndexError_(f"{index_path}: another build is running on this index") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _check_same_settings(store, embedder, root_text, index_type, index_params, min_score) -> None:
