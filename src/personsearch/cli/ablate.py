@@ -158,8 +158,10 @@ def format_table(results: dict[str, dict]) -> str:
     lines = [header, "|---|---|---|---|---|---|---|---|"]
     for name, row in results.items():
         m, d = row["metrics"], row["diagnostics"]
-        precision = d.get("diag/dml_precision", d.get("diag/cluster_precision", d.get("diag/precision")))
-        recall = d.get("diag/dml_recall", d.get("diag/cluster_recall", d.get("diag/recall")))
+        # the labels the row trained with: DML when it is on, else the cluster labels
+        kind = "dml" if f"{P}use_dml=true" in row.get("overrides", []) else "cluster"
+        precision = d.get(f"diag/{kind}_precision", d.get("diag/precision"))
+        recall = d.get(f"diag/{kind}_recall", d.get("diag/recall"))
         lines.append(f"| {name} | {pct(m.get('mAP'))} | {pct(m.get('top1'))} | "
                      f"{pct(m.get('mAP_far_scale'))} | {pct(m.get('mAP_near_scale'))} | "
                      f"{pct(m.get('det_ap'))} | {pct(precision)} | {pct(recall)} |")
