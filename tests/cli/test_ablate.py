@@ -90,7 +90,8 @@ def test_format_table():
         "baseline": {"metrics": {"mAP": 0.5, "top1": 0.625, "mAP_far_scale": float("nan"),
                                  "mAP_near_scale": 0.25, "det_ap": 0.8},
                      "diagnostics": {"diag/cluster_precision": 0.9, "diag/cluster_recall": 0.3}},
-        "full": {"metrics": {"mAP": 0.5125, "top1": 1.0, "mAP_far_scale": 0.1,
+        "full": {"overrides": ["method.params.use_dml=true"],
+                 "metrics": {"mAP": 0.5125, "top1": 1.0, "mAP_far_scale": 0.1,
                              "mAP_near_scale": 0.2, "det_ap": 0.75},
                  "diagnostics": {"diag/dml_precision": 0.95, "diag/dml_recall": 0.4,
                                  "diag/cluster_precision": 0.1, "diag/cluster_recall": 0.1}},
@@ -103,3 +104,6 @@ def test_format_table():
     assert lines[3] == "| full | 51.2 | 100.0 | 10.0 | 20.0 | 75.0 | 95.0 | 40.0 |"
     assert lines[4] == "| empty | – | – | – | – | – | – | – |"
     assert len(lines) == 5
+    # a row trained without DML shows its cluster labels even when DML numbers were logged
+    results["baseline"]["diagnostics"].update({"diag/dml_precision": 0.5, "diag/dml_recall": 0.5})
+    assert format_table(results).split("\n")[2].endswith("| 90.0 | 30.0 |")
