@@ -2,6 +2,9 @@
 
     .venv/bin/python benchmarks/synthetic_comparison.py [--rows untrained,cgps,seqnet,ssl,dicl]
 
+Every row is evaluated twice: on its own detections (the standard protocol) and with the
+ground-truth gallery boxes (eval.md §4: re-id quality alone, detection taken out).
+
 Rows: ``untrained`` (the seeded initial model, no training), ``cgps``, ``seqnet`` (supervised
 upper bound), ``ssl``, ``dicl`` (evaluated with and without inference fusion) and
 ``dicl_no_oic``. Each trains ``configs/<method>_synthetic.yaml`` into ``out/bench/<row>``
@@ -57,7 +60,7 @@ def pseudo_label_history(metrics_file: Path) -> list[dict]:
             for r in read_diagnostics(metrics_file)]
 
 
-def evaluate(checkpoint: Path, config: Path, fusion: str) -> dict:
+def evaluate(checkpoint: Path, config: Path, fusion: str, use_gt_boxes: bool = False) -> dict:
     from personsearch.config import load_config
     from personsearch.engine.checkpoint import load_model
     from personsearch.evaluation.inference import evaluate_model
@@ -67,7 +70,7 @@ def evaluate(checkpoint: Path, config: Path, fusion: str) -> dict:
     model, info = load_model(checkpoint)
     return evaluate_model(model, fmt=cfg.data.format, root=cfg.data.root,
                           det_thresh=cfg.eval.det_thresh, min_size=cfg.eval.min_size,
-                          max_size=cfg.eval.max_size, progress=False,
+                          max_size=cfg.eval.max_size, progress=False, use_gt_boxes=use_gt_boxes,
                           **feature_extractors(info, fusion))
 
 
@@ -75,8 +78,9 @@ def table(rows: dict) -> str:
     def pct(value):
         return "–" if value is None else f"{100 * value:.1f}"
 
-    lines = ["| method | mAP | top-1 | det AP | det recall | pseudo-label precision / recall (last epoch) | train min |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| method | mAP | top-1 | mAP (GT boxes) | top-1 (GT boxes) | det AP | det recall | "
+             "pseudo-label precision / recall (last epoch) | train min |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, row in rows.items():
         m = row["metrics"]
         history = row.get("pseudo_labels") or []
@@ -85,7 +89,9 @@ def table(rows: dict) -> str:
         recall = last.get("dml_recall", last.get("recall"))
         pl = f"{pct(precision)} / {pct(recall)}" if precision is not None else "–"
         minutes = row.get("train_minutes")
-        lines.append(f"| {name} | {pct(m['mAP'])} | {pct(m['top1'])} | {pct(m.get('det_ap'))} | "
+        gt = row.get("metrics_gt_boxes") or {}
+        lines.append(f"| {name} | {pct(m['mAP'])} | {pct(m['top1'])} | {pct(gt.get('mAP'))} | "
+                     f"{pct(gt.get('top1'))} | {pct(m.get('det_ap'))} | "
                      f"{pct(m.get('det_recall'))} | {pl} | "
                      f"{'–' if minutes is None else f'{minutes:.1f}'} |")
     return "\n".join(lines)
@@ -115,10 +121,14 @@ def main(argv: list[str] | None = None) -> int:
         row = {"config": str(config.relative_to(REPO)), "overrides": overrides,
                "train_minutes": minutes if minutes and minutes > 0.5 else results["rows"].get(name, {}).get("train_minutes"),
                "pseudo_labels": pseudo_label_history(out_dir / "metrics.jsonl")}
-        row["metrics"] = evaluate(checkpoint, config, "auto" if method == "dicl" else "off")
+        fusion = "auto" if method == "dicl" else "off"
+        row["metrics"] = evaluate(checkpoint, config, fusion)
+        row["metrics_gt_boxes"] = evaluate(checkpoint, config, fusion, use_gt_boxes=True)
         results["rows"][name] = row
         if method == "dicl":
-            results["rows"][f"{name}_scene_only"] = {**row, "metrics": evaluate(checkpoint, config, "off")}
+            results["rows"][f"{name}_scene_only"] = {
+                **row, "metrics": evaluate(checkpoint, config, "off"),
+                "metrics_gt_boxes": evaluate(checkpoint, config, "off", use_gt_boxes=True)}
         results["command"] = "python benchmarks/synthetic_comparison.py --rows " + args.rows
         json_path.write_text(json.dumps(results, indent=1))
         (RESULTS / "synthetic_comparison.md").write_text(table(results["rows"]) + "\n")
