@@ -74,6 +74,23 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
         module.train(was_training)
 
 
+@contextmanager
+def _keep_batchnorm_statistics(module: nn.Module) -> Iterator[None]:
+    """BatchNorm layers in training mode still normalise with batch statistics but leave their
+    running statistics unchanged (momentum 0). Crops — background-filtered, resized persons —
+    have other statistics than scenes; letting them into the running averages corrupts the
+    scene statistics the main branch uses at test time (seen as a detector collapse)."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for norm in norms:
+        norm.momentum = 0.0
+    try:
+        yield
+    finally:
+        for norm, momentum in zip(norms, saved):
+            norm.momentum = momentum
+
+
 def _check_batch(images: Tensor, image_sizes: list[tuple[int, int]]) -> None:
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
@@ -137,20 +154,22 @@ class PersonSearchModel(nn.Module):
 
     def embed_crops(self, crops: Tensor, crop_sizes: list[tuple[int, int]] | None = None) -> Tensor:
         """[P, D]: each crop pooled as one RoI covering the whole crop — or, for a padded batch
-        of crops of different sizes, its top-left ``crop_sizes[p] = (h, w)`` region."""
+        of crops of different sizes, its top-left ``crop_sizes[p] = (h, w)`` region. Never
+        updates BatchNorm running statistics (see ``_keep_batchnorm_statistics``)."""
         if crops.dim() != 4 or crops.shape[1] != 3:
             raise ValueError(f"crops must be [P, 3, h, w], got {tuple(crops.shape)}")
         if crops.shape[0] == 0:
             return torch.zeros(0, self.embedding_dim, device=crops.device)
         if crop_sizes is not None and len(crop_sizes) != crops.shape[0]:
             raise ValueError(f"{crops.shape[0]} crops but {len(crop_sizes)} crop sizes")
-        features = self.backbone(crops)
         height, width = crops.shape[2:]
         sizes = crop_sizes if crop_sizes is not None else [(height, width)] * crops.shape[0]
         boxes = [crops.new_tensor([[0.0, 0.0, float(w), float(h)]], dtype=torch.float32)
                  for h, w in sizes]
-        roi_maps = self.roi_heads.pooler(features, boxes)
-        embeddings, _, _ = self.roi_heads.reid_features(roi_maps)
+        with _keep_batchnorm_statistics(self):
+            features = self.backbone(crops)
+            roi_maps = self.roi_heads.pooler(features, boxes)
+            embeddings, _, _ = self.roi_heads.reid_features(roi_maps)
         return embeddings.float()
 
 
