@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from personsearch import atomic
 from personsearch.engine import checkpoint as ckpt
 from personsearch.errors import CheckpointError
 
@@ -50,7 +51,7 @@ def test_crash_during_write_keeps_the_old_checkpoint(tmp_path, monkeypatch):
     def failing_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(ckpt.os, "replace", failing_replace)
+    monkeypatch.setattr(atomic.os, "replace", failing_replace)  # the rename of atomic_open
     with pytest.raises(OSError):
         ckpt.save_checkpoint(path, state(5.0))
     assert torch.equal(ckpt.load_checkpoint(path)["model"]["w"], torch.full((3,), 1.0))

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from personsearch.atomic import atomic_write_text
 
 DATASETS = {"prw": "prw", "cuhk-sysu": "cuhk-sysu"}
 
@@ -80,8 +80,4 @@ def run(args: argparse.Namespace) -> int:
 
 def write_json(path: Path, metrics: dict) -> None:
     """Write ``metrics`` as JSON atomically (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
-    with os.fdopen(handle, "w") as stream:
-        json.dump(metrics, stream, indent=1)
-    os.replace(temp, path)
+    atomic_write_text(path, json.dumps(metrics, indent=1))

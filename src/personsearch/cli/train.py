@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from functools import partial
 from pathlib import Path
+
+from personsearch.atomic import atomic_write_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,14 +27,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue from <out>/checkpoints/last.pt")
     parser.add_argument("--out", default=None, help="output folder (overrides train.out_dir)")
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def _config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -181,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
             hooks=hooks,
         )
         if dist.is_main:
-            _write_text_atomic(out_dir / "config.yaml", dump_config(cfg))
+            atomic_write_text(out_dir / "config.yaml", dump_config(cfg))
         result = trainer.train(resume=args.resume)
         if dist.is_main:
             print(json.dumps(result))

@@ -1,7 +1,8 @@
 """Writers of the real on-disk formats (PRW, CUHK-SYSU, COCO JSON), used by the synthetic
 generator and by tests. Only annotation files are written; the caller writes the images
 (``frames/<name>`` for PRW, ``Image/SSM/<name>`` for CUHK-SYSU, ``images/<file_name>`` for
-COCO). Every file is written atomically (temp file in the same folder + rename).
+COCO). Every file is written atomically (:mod:`personsearch.atomic`; not fsynced: a dataset is
+regenerated, not recovered, after a power loss).
 
 Input records are "record-like": anything with ``image_name`` (str), ``boxes`` ([N, 4]
 x1y1x2y2 in pixels) and ``person_ids`` ([N], a true identity >= 0 or -1 for unlabeled), such as
@@ -15,13 +16,12 @@ integral boxes round-trip exactly.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
+from personsearch.atomic import atomic_open, atomic_write_bytes, atomic_write_text
 from personsearch.data.cuhk_sysu import GALLERY_SIZES, SUBSETS, CuhkQuery, protocol_path
 
 
@@ -35,25 +35,11 @@ class RecordLike(Protocol):
 # helpers
 
 
-def _atomic(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Write through ``write(handle)`` into a temp file next to ``path``, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                                             suffix=".tmp")
-    try:
-        text = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
-        with os.fdopen(descriptor, mode, **text) as handle:
-            write(handle)
-        os.replace(temp_name, path)
-    except BaseException:
-        os.unlink(temp_name)
-        raise
-
-
 def _savemat(path: Path, variables: dict[str, Any]) -> None:
     import scipy.io
 
-    _atomic(path, lambda handle: scipy.io.savemat(handle, variables, do_compression=False))
+    with atomic_open(path, fsync=False) as handle:
+        scipy.io.savemat(handle, variables, do_compression=False)
 
 
 def _xywh(boxes: Any) -> np.ndarray:
@@ -132,7 +118,8 @@ def write_prw(root: str | Path, train: Sequence[RecordLike], test: Sequence[Reco
         x, y, w, h = _xywh(query.boxes)[0]
         lines.append(" ".join([str(int(ids[0]))] + [_format_float(v) for v in (x, y, w, h)]
                               + [query.image_name[:-4]]) + "\r\n")
-    _atomic(root / "query_info.txt", lambda handle: handle.write("".join(lines)), mode="w")
+    # Bytes, so that the "\r\n" line ends are written as they are on every platform.
+    atomic_write_bytes(root / "query_info.txt", "".join(lines).encode("utf-8"), fsync=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,7 +288,7 @@ def write_coco(root: str | Path, train: Sequence[RecordLike], gallery: Sequence[
 
     def write(split: str, data: dict) -> None:
         text = json.dumps(data)
-        _atomic(root / "annotations" / f"{split}.json", lambda h: h.write(text), mode="w")
+        atomic_write_text(root / "annotations" / f"{split}.json", text, fsync=False)
 
     for split, records in (("train", train), ("gallery", gallery)):
         _check_unique([r.image_name for r in records], split)

@@ -24,15 +24,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from personsearch.atomic import atomic_open
 from personsearch.errors import CheckpointError
 
 FORMAT_VERSION = 1
@@ -64,24 +63,13 @@ def sanitize(value: Any, where: str = "checkpoint") -> Any:
 
 
 def save_checkpoint(path: str | Path, state: dict) -> Path:
-    """Write ``state`` to ``path`` atomically: a temp file in the same folder, flushed and
-    fsynced, then ``os.replace``. A crash at any point leaves the previous file intact."""
+    """Write ``state`` to ``path`` atomically (:func:`personsearch.atomic.atomic_open`: a temp
+    file in the same folder, flushed and fsynced, then ``os.replace``). A crash at any point
+    leaves the previous file intact."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     clean = sanitize(state)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(clean, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_open(path, fsync=True) as handle:
+        torch.save(clean, handle)
     return path
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from personsearch.atomic import atomic_open
 
 
 def _json_safe(value: Any) -> Any:
@@ -78,12 +78,9 @@ class MetricsWriter:
             return True
 
         kept = [r for r in self.read() if keep(r)]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".metrics.", suffix=".tmp", dir=self.path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with atomic_open(self.path, "w") as handle:
             for record in kept:
                 handle.write(json.dumps(record) + "\n")
-        os.replace(tmp, self.path)
 
 
 class ProgressBar:

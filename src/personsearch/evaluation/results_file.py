@@ -17,13 +17,11 @@ are used):
   query_dets         (Mq,5)  float32
   query_det_feats    (Mq,D)  float32
 
-Writing is atomic (temp file in the same folder, then ``os.replace``).
+Writing is atomic (:func:`personsearch.atomic.atomic_open`).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
+from personsearch.atomic import atomic_open
 from personsearch.errors import ResultsFileError
 from personsearch.evaluation.search import GalleryDetections
 
@@ -92,16 +91,8 @@ def write_results_file(path: str | Path, gallery_names: Sequence[str],
                              f"{len(query_dets)}")
         q_offsets, q_dets, q_feats = _offsets_dets_feats(query_dets, query_det_feats, feat_dim)
         arrays.update(query_det_offsets=q_offsets, query_dets=q_dets, query_det_feats=q_feats)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **arrays)
-        os.replace(temp_name, path)
-    except BaseException:
-        if os.path.exists(temp_name):
-            os.unlink(temp_name)
-        raise
+    with atomic_open(path) as stream:
+        np.savez(stream, **arrays)
 
 
 def _fail(path: str, problem: str) -> ResultsFileError:

@@ -9,13 +9,12 @@ query_image  np.ndarray uint8 [H, W, 3];  query box [4] x1y1x2y2 original pixels
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from personsearch.atomic import atomic_open
 from personsearch.search.query import SearchResult
 
 THUMB_HEIGHT = 220
@@ -80,13 +79,6 @@ def render_results(
         draw.text((x, y + THUMB_HEIGHT + 4), caption, fill=(0, 0, 0), font=font)
 
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    os.close(fd)
-    try:
-        canvas.save(tmp, format="PNG")
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(out_path) as handle:
+        canvas.save(handle, format="PNG")
     return out_path

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import struct
-import tempfile
 from pathlib import Path
 
 import faiss
 import numpy as np
+
+from personsearch.atomic import atomic_open
 
 INDEX_TYPES = ("flat", "ivf", "hnsw")
 MAGIC = b"PSVEC001"
@@ -119,23 +119,12 @@ def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray,
 
 
 def write_cache(path: Path, index: faiss.Index, generation: int) -> None:
-    """Write the index atomically (temp file in the same folder, fsync, os.replace)."""
+    """Write the index atomically (:func:`personsearch.atomic.atomic_open`, fsynced)."""
     payload = faiss.serialize_index(index).tobytes()
     header = _HEADER.pack(MAGIC, int(generation), int(index.ntotal), hashlib.sha256(payload).digest())
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(header)
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_open(path, fsync=True) as handle:
+        handle.write(header)
+        handle.write(payload)
 
 
 def read_cache(path: Path, generation: int, count: int, dim: int) -> faiss.Index:

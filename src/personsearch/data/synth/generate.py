@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from personsearch.atomic import atomic_write_bytes
 from personsearch.errors import ConfigError
 
 from .output import image_dir, write_annotations, write_diagnostics, write_json
@@ -26,12 +27,6 @@ from .scene import RenderContext, render_frame
 from .settings import make_settings
 
 _CONTEXT: dict = {}
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_bytes(data)
-    os.replace(temp, path)
 
 
 def _init_worker(context: RenderContext, root: str) -> None:
@@ -46,10 +41,12 @@ def _render_and_write(frame: FramePlan) -> tuple[str, list[int]]:
     image, labels = render_frame(frame, context)
     buffer = BytesIO()
     image.save(buffer, format="JPEG", quality=context.cameras[frame.camera].jpeg_quality)
-    _atomic_bytes(image_dir(root, context.settings.fmt) / frame.name, buffer.getvalue())
+    atomic_write_bytes(image_dir(root, context.settings.fmt) / frame.name, buffer.getvalue(),
+                       fsync=False)
     buffer = BytesIO()
     Image.fromarray(labels, mode="L").save(buffer, format="PNG", compress_level=3)
-    _atomic_bytes(root / "masks" / (Path(frame.name).stem + ".png"), buffer.getvalue())
+    atomic_write_bytes(root / "masks" / (Path(frame.name).stem + ".png"), buffer.getvalue(),
+                       fsync=False)
     counts = np.bincount(labels.ravel(), minlength=len(frame.persons) + 1)[1:]
     return frame.name, [int(c) for c in counts]
 

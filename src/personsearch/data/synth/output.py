@@ -8,11 +8,11 @@ fixed text so that the same seed and settings give byte-identical datasets.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from personsearch.atomic import atomic_write_text
 from personsearch.data import writers
 from personsearch.data.cuhk_sysu import GALLERY_SIZES
 from personsearch.data.records import SceneRecord
@@ -56,10 +56,7 @@ def _normalise_mat_headers(root: Path) -> None:
 
 
 def write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(temp, path)
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True), fsync=False)
 
 
 def write_annotations(root: Path, plan: ScenePlan) -> int:
