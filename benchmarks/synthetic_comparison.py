@@ -102,23 +102,30 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", default=",".join(ROWS))
-    parser.add_argument("--out", default=str(REPO / "out" / "bench"))
+    parser.add_argument("--out", default=None, help="runs folder (default out/bench[_eN])")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="longer budget: train N epochs (lr x0.1 at 80%%) instead of the "
+                             "presets' budget; results go to synthetic_comparison_eN.*")
     args = parser.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    json_path = RESULTS / "synthetic_comparison.json"
+    suffix = f"_e{args.epochs}" if args.epochs else ""
+    budget = ([f"solver.epochs={args.epochs}", f"solver.lr_steps=[{max(1, int(0.8 * args.epochs))}]"]
+              if args.epochs else [])
+    out_root = Path(args.out or REPO / "out" / f"bench{suffix}")
+    json_path = RESULTS / f"synthetic_comparison{suffix}.json"
     results = json.loads(json_path.read_text()) if json_path.is_file() else {"rows": {}}
     for name in args.rows.split(","):
         method, overrides = ROWS[name]
         config = REPO / "configs" / f"{method}_synthetic.yaml"
-        out_dir = Path(args.out) / name
+        out_dir = out_root / name
         started = time.perf_counter()
         if name == "untrained":
             checkpoint = untrained_checkpoint(config, out_dir)
             minutes = None
         else:
-            checkpoint = train_row(str(config), out_dir, ["train.progress=false", *overrides])
+            checkpoint = train_row(str(config), out_dir, ["train.progress=false", *budget, *overrides])
             minutes = (time.perf_counter() - started) / 60
-        row = {"config": str(config.relative_to(REPO)), "overrides": overrides,
+        row = {"config": str(config.relative_to(REPO)), "overrides": budget + overrides,
                "train_minutes": minutes if minutes and minutes > 0.5 else results["rows"].get(name, {}).get("train_minutes"),
                "pseudo_labels": pseudo_label_history(out_dir / "metrics.jsonl")}
         fusion = "auto" if method == "dicl" else "off"
@@ -129,9 +136,10 @@ def main(argv: list[str] | None = None) -> int:
             results["rows"][f"{name}_scene_only"] = {
                 **row, "metrics": evaluate(checkpoint, config, "off"),
                 "metrics_gt_boxes": evaluate(checkpoint, config, "off", use_gt_boxes=True)}
-        results["command"] = "python benchmarks/synthetic_comparison.py --rows " + args.rows
+        results["command"] = ("python benchmarks/synthetic_comparison.py --rows " + args.rows
+                              + (f" --epochs {args.epochs}" if args.epochs else ""))
         json_path.write_text(json.dumps(results, indent=1))
-        (RESULTS / "synthetic_comparison.md").write_text(table(results["rows"]) + "\n")
+        (RESULTS / f"synthetic_comparison{suffix}.md").write_text(table(results["rows"]) + "\n")
         print(f"[comparison] {name}: mAP {100 * row['metrics']['mAP']:.2f} top-1 "
               f"{100 * row['metrics']['top1']:.2f}", flush=True)
     print(table(results["rows"]))
