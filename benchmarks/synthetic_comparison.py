@@ -10,7 +10,7 @@ upper bound), ``ssl``, ``dicl`` (evaluated with and without inference fusion) an
 ``dicl_no_oic``. Each trains ``configs/<method>_synthetic.yaml`` into ``out/bench/<row>``
 (skipped when already trained, resumed when interrupted), then is evaluated on the test split.
 Writes ``benchmarks/results/synthetic_comparison.json`` (metrics, per-epoch pseudo-label
-precision/recall against the true training ids, wall minutes) and ``.md`` (the README table),
+precision/recall against the true training ids) and ``.md`` (the README table),
 and prints the JSON.
 """
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,8 +78,8 @@ def table(rows: dict) -> str:
         return "–" if value is None else f"{100 * value:.1f}"
 
     lines = ["| method | mAP | top-1 | mAP (GT boxes) | top-1 (GT boxes) | det AP | det recall | "
-             "pseudo-label precision / recall (last epoch) | train min |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "pseudo-label precision / recall (last epoch) |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, row in rows.items():
         m = row["metrics"]
         history = row.get("pseudo_labels") or []
@@ -88,12 +87,10 @@ def table(rows: dict) -> str:
         precision = last.get("dml_precision", last.get("precision"))
         recall = last.get("dml_recall", last.get("recall"))
         pl = f"{pct(precision)} / {pct(recall)}" if precision is not None else "–"
-        minutes = row.get("train_minutes")
         gt = row.get("metrics_gt_boxes") or {}
         lines.append(f"| {name} | {pct(m['mAP'])} | {pct(m['top1'])} | {pct(gt.get('mAP'))} | "
                      f"{pct(gt.get('top1'))} | {pct(m.get('det_ap'))} | "
-                     f"{pct(m.get('det_recall'))} | {pl} | "
-                     f"{'–' if minutes is None else f'{minutes:.1f}'} |")
+                     f"{pct(m.get('det_recall'))} | {pl} |")
     return "\n".join(lines)
 
 
@@ -118,15 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         method, overrides = ROWS[name]
         config = REPO / "configs" / f"{method}_synthetic.yaml"
         out_dir = out_root / name
-        started = time.perf_counter()
         if name == "untrained":
             checkpoint = untrained_checkpoint(config, out_dir)
-            minutes = None
         else:
             checkpoint = train_row(str(config), out_dir, ["train.progress=false", *budget, *overrides])
-            minutes = (time.perf_counter() - started) / 60
         row = {"config": str(config.relative_to(REPO)), "overrides": budget + overrides,
-               "train_minutes": minutes if minutes and minutes > 0.5 else results["rows"].get(name, {}).get("train_minutes"),
                "pseudo_labels": pseudo_label_history(out_dir / "metrics.jsonl")}
         fusion = "auto" if method == "dicl" else "off"
         row["metrics"] = evaluate(checkpoint, config, fusion)
