@@ -110,7 +110,7 @@ def results_picture(checkpoint: Path, data_root: Path, results: Path, out: Path,
             frame = frame.resize((int(frame.width * scale), height))
             box = dets.boxes[det]
             match = record.person_ids == query.person_ids[0]
-            correct = bool(match.any()) and float(pairwise_iou(box[None], record.boxes[match][:1])[0, 0]) >= 0.5
+            correct = bool(match.any()) and float(pairwise_iou(box[None], record.boxes[match][:1])[0]) >= 0.5
             ImageDraw.Draw(frame).rectangle([float(v) * scale for v in box],
                                             outline=(0, 200, 0) if correct else (220, 0, 0), width=3)
             tiles.append(frame)

@@ -1,0 +1,33 @@
+"""The demo's search-results picture from a results file (the training and evaluation it calls
+are tested elsewhere)."""
+
+import numpy as np
+from PIL import Image
+
+from personsearch.cli.demo import results_picture
+from personsearch.data import load_split
+from personsearch.evaluation.results_file import write_results_file
+
+
+def test_results_picture_marks_hits(tmp_path):
+    from personsearch.data.synth import generate_dataset
+
+    root = tmp_path / "synth"
+    generate_dataset(root, fmt="prw", frames=12, seed=2, width=320, height=180, workers=1)
+    gallery = load_split("prw", root, "gallery")
+    queries = load_split("prw", root, "query")
+    # "detections" = the GT boxes with score 1 and one-hot identity features: perfect ranking
+    dim = 64
+    def feats(ids):
+        out = np.zeros((len(ids), dim), np.float32)
+        out[np.arange(len(ids)), np.asarray(ids) % dim] = 1.0
+        return out
+    dets = [np.concatenate([r.boxes, np.ones((r.num_boxes, 1), np.float32)], axis=1) for r in gallery]
+    write_results_file(tmp_path / "res.npz", [r.image_name for r in gallery], dets,
+                       [feats(r.person_ids) for r in gallery],
+                       feats([int(q.person_ids[0]) for q in queries]))
+    out = results_picture(tmp_path / "unused.pt", root, tmp_path / "res.npz", tmp_path / "pic.png", 2)
+    image = np.asarray(Image.open(out).convert("RGB"))
+    assert image.shape[0] > 100 and image.shape[1] > 100
+    green = (image[..., 1] > 180) & (image[..., 0] < 40) & (image[..., 2] < 40)
+    assert green.sum() > 20  # correct hits are framed green
