@@ -31,3 +31,10 @@ def test_results_picture_marks_hits(tmp_path):
     assert image.shape[0] > 100 and image.shape[1] > 100
     green = (image[..., 1] > 180) & (image[..., 0] < 40) & (image[..., 2] < 40)
     assert green.sum() > 20  # correct hits are framed green
+
+
+def test_baseline_figure_reads_the_recorded_cgps_metrics():
+    from personsearch.cli.demo import baseline_figure
+
+    metrics = baseline_figure()
+    assert metrics is not None and 0.0 <= metrics["mAP"] <= 1.0 and 0.0 <= metrics["top1"] <= 1.0

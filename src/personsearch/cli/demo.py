@@ -65,7 +65,7 @@ def baseline_figure() -> dict | None:
     if not RESULTS_FILE.is_file():
         return None
     rows = json.loads(RESULTS_FILE.read_text()).get("rows", {})
-    return rows.get("cgps")
+    return (rows.get("cgps") or {}).get("metrics")
 
 
 def results_picture(checkpoint: Path, data_root: Path, results: Path, out: Path,
