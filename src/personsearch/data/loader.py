@@ -46,10 +46,17 @@ from personsearch.errors import DatasetError
 MaskLoader = Callable[[SceneRecord], "np.ndarray | None"]
 
 
+def seeded_generator(*entropy: int) -> torch.Generator:
+    """A torch.Generator seeded from the given integers (numpy SeedSequence mixing): the same
+    integers give the same stream, whatever the global RNG state or process."""
+    generator = torch.Generator()
+    generator.manual_seed(int(np.random.SeedSequence([int(e) for e in entropy]).generate_state(1)[0]))
+    return generator
+
+
 def epoch_permutation(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
     """The epoch's sample order: a permutation from a generator seeded with (seed, epoch)."""
-    generator = torch.Generator()
-    generator.manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
+    generator = seeded_generator(seed, epoch)
     return torch.randperm(num_samples, generator=generator)
 
 

@@ -19,10 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
+from personsearch.data.loader import seeded_generator
 from personsearch.data.occlusion import occlusion_mask_boxes
 from personsearch.engine.distributed import unwrap_model
 from personsearch.losses import dicl_relation_kl_loss, dicl_similarity_loss, fuse_features
@@ -71,10 +71,7 @@ class DICLMethod(CGPSMethod):
         """Masking randomness from (seed, epoch, image indices): reproducible and the same
         after a resume, with no state to checkpoint."""
         indices = [int(i) for i in torch.as_tensor(batch["image_indices"]).reshape(-1)]
-        seed = np.random.SeedSequence([self.seed, epoch, *indices]).generate_state(1)[0]
-        generator = torch.Generator()
-        generator.manual_seed(int(seed))
-        return generator
+        return seeded_generator(self.seed, epoch, *indices)
 
     def run_model(self, model: nn.Module, batch: dict, epoch: int) -> Any:
         images = batch["images"]
