@@ -148,7 +148,9 @@ def cuhk_root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def fakes():
-    """This module's builders and constants (tests/ has no packages to import them from)."""
-    import sys
+    """This module's builders and constants (tests/ has no packages to import them from).
+    Built from this module's globals: ``sys.modules["conftest"]`` may be another folder's
+    conftest in a full run."""
+    import types
 
-    return sys.modules[__name__]
+    return types.SimpleNamespace(**{k: v for k, v in globals().items() if not k.startswith("__")})
