@@ -118,6 +118,20 @@ def mat_cells(value: Any) -> list[Any]:
     return list(array.reshape(-1))
 
 
+def read_mat_cells(path: Path, names: tuple[str, ...], log: ProblemLog) -> list[Any] | None:
+    """The entries of the first of ``names`` in the MAT file ``path`` (``mat_cells``), or None
+    after logging why not (file unreadable, variable missing, not a cell/struct array)."""
+    contents = load_mat(path, log)
+    value = None if contents is None else mat_var(contents, names, path, log)
+    if value is None:
+        return None
+    try:
+        return mat_cells(value)
+    except Malformed as error:
+        log.error(path, f"variable {names[0]!r}: {error}")
+        return None
+
+
 def mat_box(value: Any) -> np.ndarray | None:
     """A MATLAB 1×4 box -> float64 [4]; an empty array -> None."""
     array = np.asarray(value)

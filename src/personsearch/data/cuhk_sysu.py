@@ -33,9 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from personsearch.data.check import (Malformed, ProblemLog, image_size, load_mat, mat_box,
-                                     mat_cells, mat_str, mat_var, report_duplicates,
-                                     struct_field)
+from personsearch.data.check import (Malformed, ProblemLog, image_size, mat_box, mat_cells,
+                                     mat_str, read_mat_cells, report_duplicates, struct_field)
 from personsearch.data.records import UNLABELED, SceneRecord
 
 GALLERY_SIZES = (50, 100, 500, 1000, 2000, 4000)
@@ -95,16 +94,8 @@ def xywh_int_to_x1y1x2y2(boxes: np.ndarray) -> np.ndarray:
 
 def read_protocol_file(path: Path, var: str, log: ProblemLog) -> list[CuhkQuery]:
     """Every entry of a TestG / subset file (problems reported with the entry index)."""
-    contents = load_mat(path, log)
-    if contents is None:
-        return []
-    protocol = mat_var(contents, (var,), path, log)
-    if protocol is None:
-        return []
-    try:
-        items = mat_cells(protocol)
-    except Malformed as error:
-        log.error(path, f"variable {var!r}: {error}")
+    items = read_mat_cells(path, (var,), log)
+    if items is None:
         return []
     queries: list[CuhkQuery] = []
     for index, item in enumerate(items):
@@ -156,16 +147,8 @@ class ImagesMat:
 def read_images_mat(root: Path, log: ProblemLog) -> ImagesMat:
     path = annotation_dir(root) / "Images.mat"
     result = ImagesMat(path, [], {})
-    contents = load_mat(path, log)
-    if contents is None:
-        return result
-    images = mat_var(contents, ("Img",), path, log)
-    if images is None:
-        return result
-    try:
-        entries = mat_cells(images)
-    except Malformed as error:
-        log.error(path, f"variable 'Img': {error}")
+    entries = read_mat_cells(path, ("Img",), log)
+    if entries is None:
         return result
     for index, entry in enumerate(entries):
         try:
@@ -194,15 +177,9 @@ def read_images_mat(root: Path, log: ProblemLog) -> ImagesMat:
 
 def read_pool(root: Path, log: ProblemLog) -> tuple[list[str], Path]:
     path = annotation_dir(root) / "pool.mat"
-    contents = load_mat(path, log)
-    pool = None if contents is None else mat_var(contents, ("pool",), path, log)
     names: list[str] = []
-    if pool is None:
-        return names, path
-    try:
-        entries = mat_cells(pool)
-    except Malformed as error:
-        log.error(path, f"variable 'pool': {error}")
+    entries = read_mat_cells(path, ("pool",), log)
+    if entries is None:
         return names, path
     for index, entry in enumerate(entries):
         try:
@@ -239,14 +216,8 @@ def train_identities(root: Path, images: ImagesMat, names: list[str],
     """Per train image: Train.mat index per box (-1 unlabeled)."""
     path = annotation_dir(root) / "test" / "train_test" / "Train.mat"
     ids = _ids_of(images, names)
-    contents = load_mat(path, log)
-    train = None if contents is None else mat_var(contents, ("Train",), path, log)
-    if train is None:
-        return ids
-    try:
-        entries = mat_cells(train)
-    except Malformed as error:
-        log.error(path, f"variable 'Train': {error}")
+    entries = read_mat_cells(path, ("Train",), log)
+    if entries is None:
         return ids
     for index, entry in enumerate(entries):
         try:

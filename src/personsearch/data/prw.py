@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from personsearch.data.check import (Malformed, ProblemLog, image_size, load_mat, mat_cells,
-                                     mat_str, mat_var, report_duplicates)
+from personsearch.data.check import (Malformed, ProblemLog, image_size, load_mat, mat_str,
+                                     mat_var, read_mat_cells, report_duplicates)
 from personsearch.data.records import UNLABELED, SceneRecord
 
 ANNOTATION_KEYS = ("box_new", "anno_file", "anno_previous")
@@ -65,18 +65,10 @@ def frame_names(root: Path, split: str, log: ProblemLog) -> tuple[list[str], Pat
     """Frame names of the split with '.jpg' appended, in file order, and the file read."""
     file_name, var = SPLIT_FILES[split]
     path = root / file_name
-    contents = load_mat(path, log)
-    if contents is None:
-        return [], path
-    cells = mat_var(contents, (var,), path, log)
-    if cells is None:
+    entries = read_mat_cells(path, (var,), log)
+    if entries is None:
         return [], path
     names: list[str] = []
-    try:
-        entries = mat_cells(cells)
-    except Malformed as error:
-        log.error(path, f"variable {var!r}: {error}")
-        return [], path
     for index, entry in enumerate(entries):
         try:
             names.append(mat_str(entry) + ".jpg")
