@@ -64,12 +64,15 @@ def evaluate(checkpoint: Path, config: Path, fusion: str, use_gt_boxes: bool = F
     from personsearch.engine.checkpoint import load_model
     from personsearch.evaluation.inference import evaluate_model
     from personsearch.methods.extractors import feature_extractors
+    from personsearch.models.inference import prepare_for_inference
 
     cfg = load_config(config)
     model, info = load_model(checkpoint)
+    prepare_for_inference(model)  # the path `personsearch eval` takes by default
     return evaluate_model(model, fmt=cfg.data.format, root=cfg.data.root,
                           det_thresh=cfg.eval.det_thresh, min_size=cfg.eval.min_size,
                           max_size=cfg.eval.max_size, progress=False, use_gt_boxes=use_gt_boxes,
+                          channels_last=True,
                           **feature_extractors(info, fusion))
 
 

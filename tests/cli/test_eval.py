@@ -110,3 +110,18 @@ def test_eval_with_gt_boxes_recalls_every_box(checkpoint, dataset, tmp_path):
     assert from_eval["det_recall"] == 1.0
     assert from_eval["mAP"] > 0  # non-trivial numbers to compare (the detections above miss)
     assert from_eval == _evaluate_results(dataset, results, tmp_path)
+
+
+def test_default_fast_path_equals_the_reference_path(plain_run, checkpoint, dataset, tmp_path):
+    """Default: BN folded + channels_last; --reference-path: the model as trained. Same
+    detections and features up to float rounding, hence the same metrics."""
+    fast_results, fast_metrics = plain_run
+    reference_results, reference_metrics = _eval(checkpoint, dataset, tmp_path, "--det-thresh", "0.0",
+                                                 "--reference-path")
+    with np.load(fast_results) as fast, np.load(reference_results) as reference:
+        assert len(fast["dets"]) == len(reference["dets"]) > 0
+        for fast_dets, reference_dets in zip(fast["dets"], reference["dets"]):
+            np.testing.assert_allclose(fast_dets, reference_dets, rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(fast["query_feats"], reference["query_feats"], atol=1e-5)
+    for key, value in reference_metrics.items():
+        assert fast_metrics[key] == pytest.approx(value, abs=1e-6), key

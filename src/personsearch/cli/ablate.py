@@ -116,11 +116,14 @@ def evaluate_row(checkpoint: Path, cfg) -> dict:
 
     fmt = cfg.eval.format or cfg.data.format
     root = cfg.eval.root or cfg.data.root
+    from personsearch.models.inference import prepare_for_inference
+
     model, _ = load_model(checkpoint)
+    prepare_for_inference(model)  # the path `personsearch eval` takes by default
     gallery = load_split(fmt, root, "gallery")
     queries = load_split(fmt, root, "query")
     outputs = run_model(model, gallery, queries, min_size=cfg.eval.min_size,
-                        max_size=cfg.eval.max_size, progress=cfg.train.progress)
+                        max_size=cfg.eval.max_size, progress=cfg.train.progress, channels_last=True)
     detections = GalleryDetections.from_per_image(outputs.boxes, outputs.scores, outputs.feats)
     protocol = None
     if fmt == "cuhk-sysu":

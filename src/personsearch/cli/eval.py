@@ -29,8 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-size", type=int, default=None,
                         help="test resize long side (default: the checkpoint config's eval.max_size)")
     parser.add_argument("--bf16", action="store_true",
-                        help="bf16 autocast + channels_last (default: float32; see "
+                        help="bf16 autocast on top of the default path (float32 by default: "
+                             "bf16 is not faster on CPUs without AMX; see "
                              "benchmarks/inference_speed.py for the speed and mAP change)")
+    parser.add_argument("--reference-path", action="store_true",
+                        help="run the model as trained (BatchNorm layers, contiguous tensors) "
+                             "instead of the default BN-folded channels_last model; results "
+                             "differ only by float rounding, the default is ~1.5x faster")
     parser.add_argument("--fusion", choices=["auto", "on", "off"], default="auto",
                         help="DICL: average each detection's feature with its crop-branch "
                              "feature (auto = as the checkpoint's method was trained)")
@@ -47,6 +52,10 @@ def run(args: argparse.Namespace) -> int:
     from personsearch.methods.extractors import feature_extractors
 
     model, info = load_model(args.checkpoint, args.device)
+    if not args.reference_path:
+        from personsearch.models.inference import prepare_for_inference
+
+        prepare_for_inference(model)
     eval_cfg = (info.get("config") or {}).get("eval", {})
     min_size = args.min_size or int(eval_cfg.get("min_size", 900))
     max_size = args.max_size or int(eval_cfg.get("max_size", 1500))
@@ -56,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         det_thresh=args.det_thresh, min_size=min_size, max_size=max_size, device=args.device,
         use_gt_boxes=args.use_gt_boxes, cross_camera=args.cross_camera,
         query_from_detection=args.query_from_detection, bf16=args.bf16,
-        channels_last=args.bf16, progress=not args.no_progress,
+        channels_last=not args.reference_path, progress=not args.no_progress,
         results_out=args.results_out, **extractors,
     )
     print(f"checkpoint {args.checkpoint} (method {info.get('method')}, epoch {info.get('epoch')})")

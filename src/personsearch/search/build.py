@@ -75,7 +75,8 @@ class ModelEmbedder:
             tensors.append(tensor)
             scales.append(scale)
         batch, sizes = batch_images(tensors)
-        return batch.to(self.device), sizes, scales
+        batch = batch.to(self.device).contiguous(memory_format=self._torch.channels_last)
+        return batch, sizes, scales
 
     def detect(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         batch, sizes, scales = self._batch(images)
@@ -98,11 +99,15 @@ class ModelEmbedder:
 
 def load_embedder(checkpoint: str | Path, min_size: int | None = None, max_size: int | None = None,
                   device: str = "cpu") -> ModelEmbedder:
-    """Load a checkpoint (engine.checkpoint.load_model). The preprocessing sizes default to the
-    checkpoint's ``eval`` config section (900 / 1500 when it has none)."""
+    """Load a checkpoint (engine.checkpoint.load_model) and fold its BatchNorms, channels_last
+    (models.inference.prepare_for_inference: the evaluation's default path, equal up to float
+    rounding). The preprocessing sizes default to the checkpoint's ``eval`` config section
+    (900 / 1500 when it has none)."""
     from personsearch.engine.checkpoint import load_model
+    from personsearch.models.inference import prepare_for_inference
 
     model, info = load_model(checkpoint, device=device)
+    prepare_for_inference(model)
     eval_config = (info.get("config") or {}).get("eval") or {}
     return ModelEmbedder(
         model,
