@@ -119,9 +119,20 @@ def test_default_fast_path_equals_the_reference_path(plain_run, checkpoint, data
     reference_results, reference_metrics = _eval(checkpoint, dataset, tmp_path, "--det-thresh", "0.0",
                                                  "--reference-path")
     with np.load(fast_results) as fast, np.load(reference_results) as reference:
-        assert len(fast["dets"]) == len(reference["dets"]) > 0
-        for fast_dets, reference_dets in zip(fast["dets"], reference["dets"]):
-            np.testing.assert_allclose(fast_dets, reference_dets, rtol=1e-4, atol=1e-3)
+        np.testing.assert_array_equal(fast["det_offsets"], reference["det_offsets"])
+        assert len(fast["dets"]) > 0
+        np.testing.assert_allclose(fast["dets"], reference["dets"], rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(fast["feats"], reference["feats"], atol=1e-5)
         np.testing.assert_allclose(fast["query_feats"], reference["query_feats"], atol=1e-5)
     for key, value in reference_metrics.items():
         assert fast_metrics[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_eval_test_proposals_limits_the_detections(plain_run, checkpoint, dataset, tmp_path, capsys):
+    plain, _ = plain_run
+    results, _ = _eval(checkpoint, dataset, tmp_path, "--det-thresh", "0.0", "--test-proposals", "3")
+    with np.load(results) as few, np.load(plain) as default:
+        assert np.diff(few["det_offsets"]).max() <= 3 < np.diff(default["det_offsets"]).max()
+    assert main(["eval", str(checkpoint), "--dataset", "prw", "--root", str(dataset),
+                 "--test-proposals", "0", "--no-progress"]) == 2
+    assert "--test-proposals: test proposals must be a positive integer" in capsys.readouterr().err

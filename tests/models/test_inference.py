@@ -87,3 +87,23 @@ def test_prepared_model_matches_reference():
     assert det.boxes.shape[0] == reference_det.boxes.shape[0] > 0
     torch.testing.assert_close(det.boxes, reference_det.boxes, rtol=1e-3, atol=1e-2)
     torch.testing.assert_close(det.embeddings, reference_det.embeddings, rtol=1e-3, atol=1e-3)
+
+
+def test_test_proposals_setting():
+    import pytest
+
+    from personsearch.models.inference import current_test_proposals, set_test_proposals
+
+    torch.manual_seed(0)
+    model = build_model(backbone="small", embedding_dim=32, rpn_post_nms_top_n_test=30).eval()
+    images = torch.randn(1, 3, 128, 96, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        features = model.backbone(images)
+        assert model.rpn(features, [(128, 96)])[0][0].shape[0] == 30
+        set_test_proposals(model, 7)
+        assert current_test_proposals(model) == 7
+        assert model.rpn(features, [(128, 96)])[0][0].shape[0] == 7
+    assert model.rpn.post_nms_top_n["training"] != 7  # training is untouched
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="positive integer"):
+            set_test_proposals(model, bad)

@@ -19,6 +19,8 @@ from PIL import Image
 from search_fixtures import SCENES, draw_scene
 from personsearch.cli.main import main
 
+TINY_TEST_PROPOSALS = 30  # rpn_post_nms_top_n_test of conftest.tiny_checkpoint
+
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, tiny_checkpoint):
@@ -40,10 +42,28 @@ def test_build_and_info(built, tiny_checkpoint, capsys):
     assert info["embedding_dim"] == 32 and info["index_type"] == "flat"
     assert info["checkpoint"] == str(tiny_checkpoint.resolve())
     assert info["preprocessing"] == {"min_size": 64, "max_size": 96}  # from the checkpoint's eval config
+    assert info["test_proposals"] == TINY_TEST_PROPOSALS  # the checkpoint's RPN setting, recorded
     assert info["vector_cache"] == "valid" and info["sizes_bytes"]["vectors.faiss"] > 0
     # re-running processes nothing
     assert main(["index", "build", str(tiny_checkpoint), str(images), "--out", str(index), "--quiet"]) == 0
     assert "0 added, 0 changed, 0 removed, 4 unchanged" in capsys.readouterr().out
+
+
+def test_build_with_other_test_proposals_is_refused_then_recorded(built, tiny_checkpoint, tmp_path, capsys):
+    root, images, index = built
+    assert main(["index", "build", str(tiny_checkpoint), str(images), "--out", str(index), "--quiet",
+                 "--test-proposals", "5"]) == 2
+    assert f"test proposals {TINY_TEST_PROPOSALS} (got 5; pass --test-proposals {TINY_TEST_PROPOSALS})" \
+        in capsys.readouterr().err
+    other = tmp_path / "idx5"
+    assert main(["index", "build", str(tiny_checkpoint), str(images), "--out", str(other), "--quiet",
+                 "--min-score", "0", "--test-proposals", "5"]) == 0
+    capsys.readouterr()
+    assert main(["index", "info", str(other), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_proposals"] == 5
+    assert main(["index", "build", str(tiny_checkpoint), str(images), "--out", str(tmp_path / "idx0"),
+                 "--quiet", "--test-proposals", "0"]) == 2
+    assert "--test-proposals: test proposals must be a positive integer, got 0" in capsys.readouterr().err
 
 
 def test_search_table_json_and_picture(built, capsys):

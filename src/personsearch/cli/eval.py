@@ -36,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the model as trained (BatchNorm layers, contiguous tensors) "
                              "instead of the default BN-folded channels_last model; results "
                              "differ only by float rounding, the default is ~1.5x faster")
+    parser.add_argument("--test-proposals", type=int, default=None,
+                        help="RPN proposals kept per test image (default: the checkpoint's, "
+                             "SeqNet 300); fewer is faster and may miss persons in crowded "
+                             "scenes (benchmarks/inference_speed.py)")
     parser.add_argument("--fusion", choices=["auto", "on", "off"], default="auto",
                         help="DICL: average each detection's feature with its crop-branch "
                              "feature (auto = as the checkpoint's method was trained)")
@@ -48,13 +52,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from personsearch.cli.evaluate_results import format_table, write_json
     from personsearch.engine.checkpoint import load_model
+    from personsearch.errors import ConfigError
     from personsearch.evaluation.inference import evaluate_model
     from personsearch.methods.extractors import feature_extractors
 
-    model, info = load_model(args.checkpoint, args.device)
-    if not args.reference_path:
-        from personsearch.models.inference import prepare_for_inference
+    from personsearch.models.inference import prepare_for_inference, set_test_proposals
 
+    model, info = load_model(args.checkpoint, args.device)
+    if args.test_proposals is not None:
+        try:
+            set_test_proposals(model, args.test_proposals)
+        except ValueError as error:
+            raise ConfigError(f"--test-proposals: {error}") from None
+    if not args.reference_path:
         prepare_for_inference(model)
     eval_cfg = (info.get("config") or {}).get("eval", {})
     min_size = args.min_size or int(eval_cfg.get("min_size", 900))

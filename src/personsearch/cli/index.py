@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--hnsw-m", type=int, default=None, help="HNSW links per node (default 32)")
     build.add_argument("--ef-construction", type=int, default=None, help="HNSW build breadth (default 80)")
     build.add_argument("--ef-search", type=int, default=None, help="HNSW search breadth (default 128)")
+    build.add_argument("--test-proposals", type=int, default=None,
+                       help="RPN proposals per image (default: the checkpoint's, SeqNet 300); "
+                            "fewer is faster, see benchmarks/inference_speed.py")
     build.add_argument("--device", default="cpu")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     info = actions.add_parser("info", help="print counts, model and settings of an index")
@@ -68,6 +71,7 @@ def index_info(path: str) -> dict:
             "embedding_dim": settings.embedding_dim,
             "images_root": settings.images_root,
             "preprocessing": {"min_size": settings.min_size, "max_size": settings.max_size},
+            "test_proposals": settings.test_proposals,
             "min_score": settings.min_score,
             "index_type": settings.index_type,
             "index_params": store.vector_params() or settings.index_params,
@@ -94,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise PersonSearchError(f"--batch-size must be >= 1, got {args.batch_size}")
-    embedder = load_embedder(args.checkpoint, args.min_size, args.max_size, device=args.device)
+    embedder = load_embedder(args.checkpoint, args.min_size, args.max_size, device=args.device,
+                             test_proposals=args.test_proposals)
     report = build_index(
         args.out, embedder, args.images,
         checkpoint=embedder.checkpoint, index_type=args.index_type, index_params=_index_params(args),

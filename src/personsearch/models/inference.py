@@ -26,7 +26,7 @@ from torch import nn
 
 from personsearch.models.backbones import BasicBlock, Bottleneck, FrozenBatchNorm2d, ResNet
 
-__all__ = ["fold_batchnorms", "prepare_for_inference"]
+__all__ = ["fold_batchnorms", "prepare_for_inference", "set_test_proposals", "current_test_proposals"]
 
 _BLOCK_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
 
@@ -84,6 +84,20 @@ def fold_batchnorms(model: nn.Module) -> int:
             names = list(module._modules.keys())
             folded += sum(_fold_pair(module, first, second) for first, second in zip(names, names[1:]))
     return folded
+
+
+def set_test_proposals(model: nn.Module, count: int) -> None:
+    """Keep ``count`` RPN proposals per test image (SeqNet: 300). Fewer is faster (the stage-1
+    res5 head runs once per proposal) and may miss persons in crowded scenes; measured in
+    ``benchmarks/inference_speed.py``."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"test proposals must be a positive integer, got {count!r}")
+    model.rpn.post_nms_top_n["testing"] = count
+
+
+def current_test_proposals(model: nn.Module) -> int:
+    """The number of RPN proposals kept per test image."""
+    return int(model.rpn.post_nms_top_n["testing"])
 
 
 def prepare_for_inference(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = True) -> nn.Module:

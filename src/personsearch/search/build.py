@@ -56,7 +56,10 @@ class ModelEmbedder:
                  checkpoint: str = "", method: str | None = None) -> None:
         import torch
 
+        from personsearch.models.inference import current_test_proposals
+
         self.model = model.eval()
+        self.test_proposals = current_test_proposals(model)
         self.fingerprint = fingerprint
         self.embedding_dim = int(model.embedding_dim)
         self.min_size = int(min_size)
@@ -98,15 +101,20 @@ class ModelEmbedder:
 
 
 def load_embedder(checkpoint: str | Path, min_size: int | None = None, max_size: int | None = None,
-                  device: str = "cpu") -> ModelEmbedder:
+                  device: str = "cpu", test_proposals: int | None = None) -> ModelEmbedder:
     """Load a checkpoint (engine.checkpoint.load_model) and fold its BatchNorms, channels_last
     (models.inference.prepare_for_inference: the evaluation's default path, equal up to float
     rounding). The preprocessing sizes default to the checkpoint's ``eval`` config section
-    (900 / 1500 when it has none)."""
+    (900 / 1500 when it has none); ``test_proposals`` to the checkpoint's RPN setting."""
     from personsearch.engine.checkpoint import load_model
-    from personsearch.models.inference import prepare_for_inference
+    from personsearch.models.inference import prepare_for_inference, set_test_proposals
 
     model, info = load_model(checkpoint, device=device)
+    if test_proposals is not None:
+        try:
+            set_test_proposals(model, test_proposals)
+        except ValueError as error:
+            raise PersonSearchError(f"--test-proposals: {error}") from None
     prepare_for_inference(model)
     eval_config = (info.get("config") or {}).get("eval") or {}
     return ModelEmbedder(
@@ -219,6 +227,7 @@ def build_index(
             index_type=index_type or "flat",
             index_params=dict(index_params or {}),
             method=getattr(embedder, "method", None),
+            test_proposals=getattr(embedder, "test_proposals", None),
         )
         try:
             store = GalleryStore.create(index_path, settings)
@@ -257,6 +266,10 @@ def _check_same_settings(store, embedder, root_text, index_type, index_params, m
     problems = []
     if settings.images_root != root_text:
         problems.append(f"images root {settings.images_root} (got {root_text})")
+    embedder_proposals = getattr(embedder, "test_proposals", None)
+    if settings.test_proposals is not None and embedder_proposals != settings.test_proposals:
+        problems.append(f"test proposals {settings.test_proposals} (got {embedder_proposals}; "
+                        f"pass --test-proposals {settings.test_proposals})")
     if (settings.min_size, settings.max_size) != (embedder.min_size, embedder.max_size):
         problems.append(f"preprocessing min/max size {settings.min_size}/{settings.max_size} "
                         f"(got {embedder.min_size}/{embedder.max_size})")

@@ -78,6 +78,7 @@ class IndexSettings:
     index_type: str = "flat"
     index_params: dict = field(default_factory=dict)
     method: str | None = None
+    test_proposals: int | None = None  # RPN proposals per image (None: an index from before it was recorded)
 
     def to_meta(self) -> dict[str, str]:
         return {
@@ -91,6 +92,7 @@ class IndexSettings:
             "index_type": self.index_type,
             "index_params": json.dumps(self.index_params, sort_keys=True),
             "method": json.dumps(self.method),
+            "test_proposals": json.dumps(self.test_proposals),
         }
 
     @classmethod
@@ -107,6 +109,7 @@ class IndexSettings:
                 index_type=meta["index_type"],
                 index_params=json.loads(meta["index_params"]),
                 method=json.loads(meta.get("method", "null")),
+                test_proposals=json.loads(meta.get("test_proposals", "null")),
             )
         except (KeyError, ValueError) as error:
             raise IndexError_(f"{where}: index metadata is incomplete or malformed ({error})") from None
