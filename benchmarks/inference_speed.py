@@ -18,7 +18,8 @@ the worst case; a trained model keeps the boxes scoring > 0.5, a handful per fra
 
 ``--map-checkpoint CKPT --map-root ROOT`` also evaluates a trained checkpoint (e.g. the SSL
 synthetic run) on its PRW-format test split through each path and with fewer test proposals,
-and reports mAP / top-1 and the change from the reference path in points.
+and reports mAP / top-1 and the change from the reference path in points. The GFLOPs of each
+part (FlopCounterMode) are reported next to its seconds.
 
 Usage: .venv/bin/python benchmarks/inference_speed.py [--threads 2] [--repeats 2]
        [--proposals 300,100] [--stage2 all,20] [--map-checkpoint CKPT --map-root ROOT]
@@ -87,6 +88,48 @@ def _stage_times(model, images, image_sizes, repeats: int, path: str) -> dict:
     return out
 
 
+@torch.no_grad()
+def _stage_gflops(model, images, image_sizes) -> dict:
+    """GFLOPs of the same parts (torch.utils.flop_counter: convolutions and matmuls, 2 per MAC)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    heads = model.roi_heads
+
+    def count(fn) -> float:
+        with FlopCounterMode(display=False) as counter:
+            result = fn()
+        count.result = result
+        return counter.get_total_flops() / 1e9
+
+    out = {"backbone": count(lambda: model.backbone(images))}
+    features = count.result
+    out["rpn"] = count(lambda: model.rpn(features, image_sizes))
+    proposals = count.result[0]
+    out["stage1_head"] = count(lambda: heads.box_predictor(heads.box_head(heads.pooler(features, proposals))[1]))
+    boxes = [proposals[0][:100]]
+    out["stage2_per_roi"] = count(lambda: heads.reid_features(heads.pooler(features, boxes))) / boxes[0].shape[0]
+    return out
+
+
+@torch.no_grad()
+def _conv_rates(repeats: int) -> dict:
+    """GFLOP/s of single res5-sized convolutions (300 RoIs, channels_last) in fp32 and in bf16:
+    what these cores can do at best, and whether bf16 is faster here."""
+    shapes = {"conv1x1_1024to512_14x14": (1024, 512, 1, 14), "conv3x3_512to512_7x7": (512, 512, 3, 7),
+              "conv1x1_512to2048_7x7": (512, 2048, 1, 7)}
+    out = {}
+    for name, (c_in, c_out, k, hw) in shapes.items():
+        conv = torch.nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False).eval().to(memory_format=torch.channels_last)
+        x = torch.randn(300, c_in, hw, hw).contiguous(memory_format=torch.channels_last)
+        gflop = 2 * 300 * c_out * c_in * k * k * hw * hw / 1e9
+        fp32 = _time(lambda: conv(x), repeats)["seconds_min"]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            x_bf16 = x.to(torch.bfloat16)
+            bf16 = _time(lambda: conv(x_bf16), repeats)["seconds_min"]
+        out[name] = {"gflop": gflop, "fp32_gflop_per_s": gflop / fp32, "bf16_gflop_per_s": gflop / bf16}
+    return out
+
+
 def _timings(args, padded_h: int, padded_w: int) -> tuple[list[dict], dict]:
     images = torch.randn(1, 3, padded_h, padded_w, generator=torch.Generator().manual_seed(0))
     image_sizes = [(args.height, args.width)]
@@ -107,6 +150,8 @@ def _timings(args, padded_h: int, padded_w: int) -> tuple[list[dict], dict]:
         model.rpn.post_nms_top_n["testing"] = 300
         model.roi_heads.detections_per_image = 300
         stages[path] = _stage_times(model, path_images, image_sizes, args.repeats, path)
+        if path == "fast":
+            stages["gflops"] = _stage_gflops(model, path_images, image_sizes)
     return rows, stages
 
 
@@ -176,7 +221,9 @@ def main() -> None:
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
         "timings": rows,
-        "stage_seconds_300_proposals": stages,
+        "stage_seconds_300_proposals": {k: v for k, v in stages.items() if k != "gflops"},
+        "stage_gflops_300_proposals": stages["gflops"],
+        "conv_rates": _conv_rates(args.repeats),
         "load_average_before_after_timing": [load_before[0], os.getloadavg()[0]],
         "target_seconds_per_image": 2.0,
     }
