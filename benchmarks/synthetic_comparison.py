@@ -132,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
             results["rows"][f"{name}_scene_only"] = {
                 **row, "metrics": evaluate(checkpoint, config, "off"),
                 "metrics_gt_boxes": evaluate(checkpoint, config, "off", use_gt_boxes=True)}
+        order = [key for row_name in ROWS for key in (row_name, f"{row_name}_scene_only")]
+        results["rows"] = {key: results["rows"][key] for key in sorted(
+            results["rows"], key=lambda key: order.index(key) if key in order else len(order))}
         results["command"] = ("python benchmarks/synthetic_comparison.py --rows " + args.rows
                               + (f" --epochs {args.epochs}" if args.epochs else ""))
         json_path.write_text(json.dumps(results, indent=1))
