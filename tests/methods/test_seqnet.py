@@ -44,3 +44,11 @@ def test_setup_refuses_missing_or_mismatched_identities():
     method.set_identities(np.array([1, 2, 3]))
     with pytest.raises(ConfigError, match="3 identities for 2 training boxes"):
         method.setup(model, [record], torch.device("cpu"))
+
+
+def test_loss_weights_from_params_default_to_seqnet():
+    from personsearch.methods.base import build_method
+
+    assert build_method("seqnet").loss_weights == {"loss_det_box": 10.0, "loss_oim": 1.0}
+    weighted = build_method("seqnet", oim_weight=0.25, det_box_weight=1.0)
+    assert weighted.loss_weights == {"loss_det_box": 1.0, "loss_oim": 0.25}

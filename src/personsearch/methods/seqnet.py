@@ -35,13 +35,14 @@ class SeqNetMethod(Method):
         momentum: float = 0.5
         scale: float = 30.0
         det_box_weight: float = 10.0  # stage-1 box regression (SeqNet)
+        oim_weight: float = 1.0  # SeqNet: 1; lower only to study how OIM competes with detection
 
     def __init__(self, queue_size: int = 5000, momentum: float = 0.5, scale: float = 30.0,
-                 det_box_weight: float = 10.0) -> None:
+                 det_box_weight: float = 10.0, oim_weight: float = 1.0) -> None:
         self.queue_size = queue_size
         self.momentum = momentum
         self.scale = scale
-        self.loss_weights = {"loss_det_box": det_box_weight}
+        self.loss_weights = {"loss_det_box": det_box_weight, "loss_oim": oim_weight}
         self.slot_ids: torch.Tensor | None = None  # [N] identity index 0..K-1 or -1
         self.num_ids = 0
         self.memory: OIMMemory | None = None
