@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/ops_speed.py [--repeats 3] [--threads N] [--skip-backbone]
 
 nms: 12,000 random boxes (x, y uniform in a 1500x900 image, w, h in [8, 308]), IoU 0.7; 12,000
-RPN-like boxes (jittered around 30 objects), IoU 0.7; the first 2,000 of each at IoU 0.4 / 0.5.
+RPN-like boxes (jittered around 30 objects), IoU 0.7; 12,000 near-identical boxes covering the
+image (an untrained RPN), IoU 0.7; the first 2,000 of the first two at IoU 0.4 / 0.5.
 roi_align: 2,000 random RoIs, 1024 channels, 14x14 output, sampling_ratio 2, on a
 1024x57x94 map (a 900x1500 image at stride 16), forward and backward (gradient of the sum).
 deform_roi_pool: 300 RoIs, 1024 channels, 14x6 output (DICL), forward + backward.
@@ -87,6 +88,12 @@ def main() -> None:
     rpn_scores = torch.rand(12000, generator=g_rpn)
     results["nms_rpn_like_12000_s"] = timed(lambda: nms(rpn_boxes, rpn_scores, 0.7), args.repeats, "nms_rpn_like_12000")
     results["nms_rpn_like_12000_kept"] = int(nms(rpn_boxes, rpn_scores, 0.7).numel())
+    # near-identical boxes covering the image (an untrained RPN): one is kept
+    covering = (torch.tensor([[0.0, 0.0, 1500.0, 900.0]])
+                + (torch.rand(12000, 4, generator=g_rpn) * 40) * torch.tensor([1.0, 1.0, -1.0, -1.0]))
+    covering_scores = torch.rand(12000, generator=g_rpn)
+    results["nms_all_overlapping_12000_s"] = timed(
+        lambda: nms(covering, covering_scores, 0.7), args.repeats, "nms_all_overlapping_12000")
     results["nms_2000_iou0.4_s"] = timed(lambda: nms(boxes[:2000], scores[:2000], 0.4), args.repeats, "nms_2000_iou0.4")
     results["nms_rpn_like_2000_iou0.5_s"] = timed(
         lambda: nms(rpn_boxes[:2000], rpn_scores[:2000], 0.5), args.repeats, "nms_rpn_like_2000_iou0.5"

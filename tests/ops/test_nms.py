@@ -159,3 +159,38 @@ def test_pair_just_above_threshold_at_pruning_bound():
 def test_negative_threshold_suppresses_disjoint_boxes_too():
     boxes, scores = random_boxes(60, 5)
     assert nms(boxes, scores, -0.1).tolist() == naive_nms(boxes, scores, -0.1)
+
+
+def _heavy_overlap_boxes(n, seed):
+    """Near-identical big boxes (an untrained RPN clipped to the image) plus a few small ones."""
+    g = torch.Generator().manual_seed(seed)
+    big = torch.tensor([[0.0, 0.0, 300.0, 200.0]]) + (torch.rand(n, 4, generator=g) - 0.5) * 30
+    xy = torch.rand(n // 4, 2, generator=g) * 250
+    small = torch.cat([xy, xy + torch.rand(n // 4, 2, generator=g) * 20 + 2], 1)
+    boxes = torch.cat([big, small]).double()
+    return boxes, torch.rand(boxes.shape[0], generator=g).double()
+
+
+@pytest.mark.parametrize("greedy_block", [1, 8, 256])
+def test_greedy_blocks_then_graph_match_naive(monkeypatch, greedy_block):
+    # heavy overlap: the greedy blocks remove most boxes, then the pair graph takes the rest
+    monkeypatch.setattr(nms_impl, "_GREEDY_BLOCK", greedy_block)
+    monkeypatch.setattr(nms_impl, "_PAIR_CHUNK", 64)
+    boxes, scores = _heavy_overlap_boxes(400, 2)
+    for thr in (0.3, 0.7):
+        assert nms(boxes, scores, thr).tolist() == naive_nms(boxes, scores, thr)
+    sparse_boxes, sparse_scores = random_boxes(300, 4, tie_levels=3)  # blocks stop early: graph
+    assert nms(sparse_boxes, sparse_scores, 0.5).tolist() == naive_nms(sparse_boxes, sparse_scores, 0.5)
+    idxs = torch.randint(0, 40, (boxes.shape[0],), generator=torch.Generator().manual_seed(5))
+    assert batched_nms(boxes, scores, idxs, 0.5).tolist() == naive_nms(boxes, scores, 0.5, idxs)
+
+
+def test_heavy_overlap_does_not_build_the_quadratic_pair_graph(monkeypatch):
+    # 3,000 near-identical boxes: one is kept; the pair graph would hold ~4.5M edges
+    seen = []
+    graph = nms_impl._graph_nms
+    monkeypatch.setattr(nms_impl, "_graph_nms", lambda b, t, c: seen.append(b.shape[0]) or graph(b, t, c))
+    boxes, scores = _heavy_overlap_boxes(3000, 3)
+    keep = nms(boxes, scores, 0.7)
+    assert max(seen) <= nms_impl._GREEDY_BLOCK + 750  # the blocks, then the small boxes' remainder
+    assert keep.tolist() == naive_nms(boxes, scores, 0.7)

@@ -23,7 +23,9 @@ box with no edge from an undecided box is kept. Each round decides at least the 
 undecided box, and in practice all boxes are decided after as many rounds as the longest chain
 of suppressions (a handful). Edges whose outcome is settled are dropped between rounds. Exact:
 the same keep list as the sequential greedy loop. No N x N matrix is built (for t < 0 every pair
-is a candidate).
+is a candidate). Before the graph, leading blocks of the visiting order are resolved and their
+kept boxes remove what they suppress while that removes many boxes, so heavy overlap (every box
+covering the image, as from an untrained RPN) does not turn into ~N^2 / 2 graph edges.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ __all__ = ["nms", "batched_nms"]
 #: Boxes per dense IoU block, and the upper bound on one block's compared pairs.
 _PAIR_BLOCK = 256
 _PAIR_CHUNK = 1 << 21
+#: Boxes per leading greedy block (see _nms_sorted).
+_GREEDY_BLOCK = 256
 _LOOP_CATEGORIES_MAX = 16  # batched_nms: below this many categories, run nms per category
 #: Relative slack of the x-overlap pruning bound (keeps pairs whose rounded IoU could pass).
 _PRUNE_SLACK = 1e-3
@@ -98,8 +102,53 @@ def _suppression_edges(boxes: Tensor, iou_threshold: float, categories: Tensor |
     return torch.cat(earlier_list), torch.cat(later_list)
 
 
+def _suppressed_by(kept: Tensor, kept_categories: Tensor | None, rest: Tensor,
+                   rest_categories: Tensor | None, iou_threshold: float) -> Tensor:
+    """[M] bool: rest box m has IoU > threshold with some kept box (of its category); chunked so
+    one comparison block stays within ``_PAIR_CHUNK`` entries."""
+    suppressed = torch.zeros(rest.shape[0], dtype=torch.bool, device=rest.device)
+    if kept.shape[0] == 0:
+        return suppressed
+    step = max(1, _PAIR_CHUNK // kept.shape[0])
+    for start in range(0, rest.shape[0], step):
+        hit = _iou_exceeds(kept, rest[start:start + step], iou_threshold)
+        if kept_categories is not None:
+            hit &= kept_categories[:, None] == rest_categories[None, start:start + step]
+        suppressed[start:start + step] = hit.any(0)
+    return suppressed
+
+
 def _nms_sorted(boxes: Tensor, iou_threshold: float, categories: Tensor | None) -> Tensor:
-    """Greedy NMS over boxes already in visiting order; returns kept positions (ascending)."""
+    """Greedy NMS over boxes already in visiting order; returns kept positions (ascending).
+
+    Leading blocks of ``_GREEDY_BLOCK`` boxes are resolved first (exactly, on their own pair
+    graph) and their kept boxes remove every later box they suppress, for as long as a block
+    removes at least a block's worth of boxes: heavy overlap (e.g. an untrained RPN whose boxes
+    all cover the image) then costs O(N * kept) instead of a pair graph with ~N^2 / 2 edges.
+    What survives goes through the pair graph. Exact: a later box's fate depends only on the
+    kept boxes before it, which the blocks have already applied.
+    """
+    alive = torch.arange(boxes.shape[0], device=boxes.device)
+    kept_parts = []
+    while alive.numel() > _GREEDY_BLOCK:
+        block, rest = alive[:_GREEDY_BLOCK], alive[_GREEDY_BLOCK:]
+        block_categories = None if categories is None else categories[block]
+        block_kept = block[_graph_nms(boxes[block], iou_threshold, block_categories)]
+        kept_parts.append(block_kept)
+        suppressed = _suppressed_by(
+            boxes[block_kept], None if categories is None else categories[block_kept],
+            boxes[rest], None if categories is None else categories[rest], iou_threshold,
+        )
+        alive = rest[~suppressed]
+        if int(suppressed.sum()) < _GREEDY_BLOCK:  # sparse overlap from here on: the graph is cheaper
+            break
+    if alive.numel():
+        kept_parts.append(alive[_graph_nms(boxes[alive], iou_threshold, None if categories is None else categories[alive])])
+    return torch.sort(torch.cat(kept_parts)).values if kept_parts else alive
+
+
+def _graph_nms(boxes: Tensor, iou_threshold: float, categories: Tensor | None) -> Tensor:
+    """Greedy NMS resolved on the sparse suppression graph; returns kept positions (ascending)."""
     num = boxes.shape[0]
     device = boxes.device
     earlier, later = _suppression_edges(boxes, iou_threshold, categories)
