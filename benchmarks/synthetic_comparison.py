@@ -6,7 +6,7 @@ Every row is evaluated twice: on its own detections (the standard protocol) and 
 ground-truth gallery boxes (eval.md §4: re-id quality alone, detection taken out).
 
 Rows: ``untrained`` (the seeded initial model, no training), ``cgps``, ``seqnet`` (supervised
-upper bound), ``ssl``, ``dicl`` (evaluated with and without inference fusion) and
+upper bound), ``seqnet_oim025`` (the same with the OIM loss weighted 0.25), ``ssl``, ``dicl`` (evaluated with and without inference fusion) and
 ``dicl_no_oic``. Each trains ``configs/<method>_synthetic.yaml`` into ``out/bench/<row>``
 (skipped when already trained, resumed when interrupted), then is evaluated on the test split.
 Writes ``benchmarks/results/synthetic_comparison.json`` (metrics, per-epoch pseudo-label
@@ -27,6 +27,7 @@ ROWS = {
     "untrained": ("cgps", []),
     "cgps": ("cgps", []),
     "seqnet": ("seqnet", []),
+    "seqnet_oim025": ("seqnet", ["method.params.oim_weight=0.25"]),
     "ssl": ("ssl", []),
     "dicl": ("dicl", []),
     "dicl_no_oic": ("dicl", ["method.params.oic=false"]),
@@ -135,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         order = [key for row_name in ROWS for key in (row_name, f"{row_name}_scene_only")]
         results["rows"] = {key: results["rows"][key] for key in sorted(
             results["rows"], key=lambda key: order.index(key) if key in order else len(order))}
-        results["command"] = ("python benchmarks/synthetic_comparison.py --rows " + args.rows
+        all_rows = [row_name for row_name in ROWS if row_name in results["rows"]]  # every row in the file
+        results["command"] = ("python benchmarks/synthetic_comparison.py --rows " + ",".join(all_rows)
                               + (f" --epochs {args.epochs}" if args.epochs else ""))
         json_path.write_text(json.dumps(results, indent=1))
         (RESULTS / f"synthetic_comparison{suffix}.md").write_text(table(results["rows"]) + "\n")
