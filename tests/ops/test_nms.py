@@ -194,3 +194,23 @@ def test_heavy_overlap_does_not_build_the_quadratic_pair_graph(monkeypatch):
     keep = nms(boxes, scores, 0.7)
     assert max(seen) <= nms_impl._GREEDY_BLOCK + 750  # the blocks, then the small boxes' remainder
     assert keep.tolist() == naive_nms(boxes, scores, 0.7)
+
+
+def test_dense_boxes_behind_distinct_top_boxes_still_skip_the_quadratic_graph(monkeypatch):
+    # the first block (300 small, distinct, top-scoring boxes) removes nothing; the near-identical
+    # covering boxes behind it must still be settled by greedy blocks, not by the pair graph
+    monkeypatch.setattr(nms_impl, "_DENSE_EDGES", 20_000)
+    seen = []
+    graph = nms_impl._graph_nms
+    monkeypatch.setattr(nms_impl, "_graph_nms", lambda b, t, c: seen.append(b.shape[0]) or graph(b, t, c))
+    g = torch.Generator().manual_seed(8)
+    grid = torch.stack(torch.meshgrid(torch.arange(20.0), torch.arange(15.0), indexing="ij"), -1).reshape(-1, 2) * 20
+    small = torch.cat([grid, grid + 10], 1)  # 300 disjoint boxes
+    covering = torch.tensor([[0.0, 0.0, 400.0, 300.0]]) + (torch.rand(800, 4, generator=g) - 0.5) * 20
+    boxes = torch.cat([small, covering]).double()
+    scores = torch.cat([0.9 + 0.1 * torch.rand(300, generator=g), 0.9 * torch.rand(800, generator=g)]).double()
+    keep = nms(boxes, scores, 0.7)
+    assert max(seen) <= nms_impl._GREEDY_BLOCK  # blocks only: the 800 covering boxes never form a graph
+    assert keep.tolist() == naive_nms(boxes, scores, 0.7)
+    assert not nms_impl._dense_overlap(small.double(), None, 0.7)
+    assert nms_impl._dense_overlap(covering.double(), None, 0.7)

@@ -42,6 +42,8 @@ _PAIR_BLOCK = 256
 _PAIR_CHUNK = 1 << 21
 #: Boxes per leading greedy block (see _nms_sorted).
 _GREEDY_BLOCK = 256
+#: Estimated suppression-graph edges above which the greedy blocks go on (see _dense_overlap).
+_DENSE_EDGES = 1 << 22
 _LOOP_CATEGORIES_MAX = 16  # batched_nms: below this many categories, run nms per category
 #: Relative slack of the x-overlap pruning bound (keeps pairs whose rounded IoU could pass).
 _PRUNE_SLACK = 1e-3
@@ -118,15 +120,34 @@ def _suppressed_by(kept: Tensor, kept_categories: Tensor | None, rest: Tensor,
     return suppressed
 
 
+def _dense_overlap(boxes: Tensor, categories: Tensor | None, iou_threshold: float) -> bool:
+    """Whether the pair graph of ``boxes`` would exceed ``_DENSE_EDGES`` edges, estimated from
+    ``_GREEDY_BLOCK`` evenly spaced boxes compared with all (one block's cost; deterministic)."""
+    num = boxes.shape[0]
+    if num * (num - 1) // 2 <= _DENSE_EDGES:
+        return False
+    sample = torch.linspace(0, num - 1, min(_GREEDY_BLOCK, num), device=boxes.device).long()
+    hits = 0
+    step = max(1, _PAIR_CHUNK // sample.numel())
+    for start in range(0, num, step):
+        hit = _iou_exceeds(boxes[sample], boxes[start:start + step], iou_threshold)
+        if categories is not None:
+            hit &= categories[sample][:, None] == categories[None, start:start + step]
+        hits += int(hit.sum())
+    hits = max(0, hits - int(sample.numel()))  # a box with itself (IoU 1 > any threshold below 1)
+    return hits * num / (2 * sample.numel()) > _DENSE_EDGES
+
+
 def _nms_sorted(boxes: Tensor, iou_threshold: float, categories: Tensor | None) -> Tensor:
     """Greedy NMS over boxes already in visiting order; returns kept positions (ascending).
 
     Leading blocks of ``_GREEDY_BLOCK`` boxes are resolved first (exactly, on their own pair
     graph) and their kept boxes remove every later box they suppress, for as long as a block
-    removes at least a block's worth of boxes: heavy overlap (e.g. an untrained RPN whose boxes
-    all cover the image) then costs O(N * kept) instead of a pair graph with ~N^2 / 2 edges.
-    What survives goes through the pair graph. Exact: a later box's fate depends only on the
-    kept boxes before it, which the blocks have already applied.
+    removes at least a block's worth of boxes or the boxes left would still make a dense graph
+    (``_dense_overlap``): heavy overlap (e.g. an untrained RPN whose boxes all cover the image)
+    then costs O(N * kept) instead of a pair graph with ~N^2 / 2 edges. What survives goes
+    through the pair graph. Exact: a later box's fate depends only on the kept boxes before it,
+    which the blocks have already applied.
     """
     alive = torch.arange(boxes.shape[0], device=boxes.device)
     kept_parts = []
@@ -140,8 +161,9 @@ def _nms_sorted(boxes: Tensor, iou_threshold: float, categories: Tensor | None) 
             boxes[rest], None if categories is None else categories[rest], iou_threshold,
         )
         alive = rest[~suppressed]
-        if int(suppressed.sum()) < _GREEDY_BLOCK:  # sparse overlap from here on: the graph is cheaper
-            break
+        if int(suppressed.sum()) < _GREEDY_BLOCK and not _dense_overlap(
+                boxes[alive], None if categories is None else categories[alive], iou_threshold):
+            break  # sparse overlap from here on: the pair graph is cheaper
     if alive.numel():
         kept_parts.append(alive[_graph_nms(boxes[alive], iou_threshold, None if categories is None else categories[alive])])
     return torch.sort(torch.cat(kept_parts)).values if kept_parts else alive
