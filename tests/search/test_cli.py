@@ -66,6 +66,41 @@ def test_build_with_other_test_proposals_is_refused_then_recorded(built, tiny_ch
     assert "--test-proposals: test proposals must be a positive integer, got 0" in capsys.readouterr().err
 
 
+def test_indexing_runs_the_folded_channels_last_model(tiny_checkpoint):
+    import torch
+
+    from personsearch.search.build import load_embedder
+
+    embedder = load_embedder(tiny_checkpoint)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in embedder.model.modules())
+    conv = next(m for m in embedder.model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert embedder.test_proposals == embedder.checkpoint_test_proposals == TINY_TEST_PROPOSALS
+
+
+def test_index_from_before_test_proposals_were_recorded(tiny_checkpoint, tmp_path, capsys):
+    """An index whose meta has no test_proposals was built with the checkpoint's own count:
+    a different --test-proposals is refused, the default is accepted; a malformed value is a
+    clear metadata error."""
+    images = tmp_path / "images"
+    for name, persons in SCENES.items():
+        draw_scene(images / name, persons)
+    index = tmp_path / "old"
+    assert main(["index", "build", str(tiny_checkpoint), str(images), "--out", str(index), "--quiet"]) == 0
+    with sqlite3.connect(index / "index.sqlite") as connection:
+        connection.execute("DELETE FROM meta WHERE key = 'test_proposals'")
+    capsys.readouterr()
+    assert main(["index", "build", str(tiny_checkpoint), str(images), "--out", str(index), "--quiet",
+                 "--test-proposals", "5"]) == 2
+    assert f"test proposals {TINY_TEST_PROPOSALS} (got 5;" in capsys.readouterr().err
+    assert main(["index", "build", str(tiny_checkpoint), str(images), "--out", str(index), "--quiet"]) == 0
+    with sqlite3.connect(index / "index.sqlite") as connection:
+        connection.execute("INSERT INTO meta (key, value) VALUES ('test_proposals', '\"many\"')")
+    capsys.readouterr()
+    assert main(["index", "info", str(index)]) == 2
+    assert "test_proposals must be a positive integer or null" in capsys.readouterr().err
+
+
 def test_search_table_json_and_picture(built, capsys):
     root, images, index = built
     out = root / "results"

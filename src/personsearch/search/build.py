@@ -53,13 +53,17 @@ class ModelEmbedder:
     """``Embedder`` over a PersonSearchModel, with the preprocessing of data/transforms.py."""
 
     def __init__(self, model, fingerprint: str, min_size: int = 900, max_size: int = 1500,
-                 checkpoint: str = "", method: str | None = None) -> None:
+                 checkpoint: str = "", method: str | None = None,
+                 checkpoint_test_proposals: int | None = None) -> None:
         import torch
 
         from personsearch.models.inference import current_test_proposals
 
         self.model = model.eval()
         self.test_proposals = current_test_proposals(model)
+        # the checkpoint's own count: what an index from before counts were recorded was built with
+        self.checkpoint_test_proposals = (self.test_proposals if checkpoint_test_proposals is None
+                                          else int(checkpoint_test_proposals))
         self.fingerprint = fingerprint
         self.embedding_dim = int(model.embedding_dim)
         self.min_size = int(min_size)
@@ -107,9 +111,10 @@ def load_embedder(checkpoint: str | Path, min_size: int | None = None, max_size:
     rounding). The preprocessing sizes default to the checkpoint's ``eval`` config section
     (900 / 1500 when it has none); ``test_proposals`` to the checkpoint's RPN setting."""
     from personsearch.engine.checkpoint import load_model
-    from personsearch.models.inference import prepare_for_inference, set_test_proposals
+    from personsearch.models.inference import current_test_proposals, prepare_for_inference, set_test_proposals
 
     model, info = load_model(checkpoint, device=device)
+    checkpoint_test_proposals = current_test_proposals(model)
     if test_proposals is not None:
         try:
             set_test_proposals(model, test_proposals)
@@ -124,6 +129,7 @@ def load_embedder(checkpoint: str | Path, min_size: int | None = None, max_size:
         max_size=int(max_size if max_size is not None else eval_config.get("max_size", 1500)),
         checkpoint=str(Path(checkpoint).resolve()),
         method=info.get("method"),
+        checkpoint_test_proposals=checkpoint_test_proposals,
     )
 
 
@@ -267,9 +273,12 @@ def _check_same_settings(store, embedder, root_text, index_type, index_params, m
     if settings.images_root != root_text:
         problems.append(f"images root {settings.images_root} (got {root_text})")
     embedder_proposals = getattr(embedder, "test_proposals", None)
-    if settings.test_proposals is not None and embedder_proposals != settings.test_proposals:
-        problems.append(f"test proposals {settings.test_proposals} (got {embedder_proposals}; "
-                        f"pass --test-proposals {settings.test_proposals})")
+    recorded = settings.test_proposals
+    if recorded is None:  # an index from before the count was recorded: built with the checkpoint's
+        recorded = getattr(embedder, "checkpoint_test_proposals", None)
+    if recorded is not None and embedder_proposals is not None and embedder_proposals != recorded:
+        problems.append(f"test proposals {recorded} (got {embedder_proposals}; "
+                        f"pass --test-proposals {recorded})")
     if (settings.min_size, settings.max_size) != (embedder.min_size, embedder.max_size):
         problems.append(f"preprocessing min/max size {settings.min_size}/{settings.max_size} "
                         f"(got {embedder.min_size}/{embedder.max_size})")

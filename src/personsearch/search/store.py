@@ -64,6 +64,12 @@ CREATE INDEX images_sha ON images(sha256);
 """
 
 
+def _positive_int_or_none(value, key: str) -> int | None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+        return value
+    raise ValueError(f"{key} must be a positive integer or null, got {value!r}")
+
+
 @dataclass(frozen=True)
 class IndexSettings:
     """What an index was built with; stored in ``meta`` and checked on every later build."""
@@ -109,7 +115,7 @@ class IndexSettings:
                 index_type=meta["index_type"],
                 index_params=json.loads(meta["index_params"]),
                 method=json.loads(meta.get("method", "null")),
-                test_proposals=json.loads(meta.get("test_proposals", "null")),
+                test_proposals=_positive_int_or_none(json.loads(meta.get("test_proposals", "null")), "test_proposals"),
             )
         except (KeyError, ValueError) as error:
             raise IndexError_(f"{where}: index metadata is incomplete or malformed ({error})") from None
