@@ -112,12 +112,20 @@ def test_eval_with_gt_boxes_recalls_every_box(checkpoint, dataset, tmp_path):
     assert from_eval == _evaluate_results(dataset, results, tmp_path)
 
 
-def test_default_fast_path_equals_the_reference_path(plain_run, checkpoint, dataset, tmp_path):
+def test_default_fast_path_equals_the_reference_path(plain_run, checkpoint, dataset, tmp_path, monkeypatch):
     """Default: BN folded + channels_last; --reference-path: the model as trained. Same
     detections and features up to float rounding, hence the same metrics."""
+    import personsearch.models.inference as inference
+
     fast_results, fast_metrics = plain_run
+    prepared = []
+    original = inference.prepare_for_inference
+    monkeypatch.setattr(inference, "prepare_for_inference", lambda model, **kw: prepared.append(1) or original(model, **kw))
     reference_results, reference_metrics = _eval(checkpoint, dataset, tmp_path, "--det-thresh", "0.0",
                                                  "--reference-path")
+    assert prepared == []  # the reference path runs the model as trained
+    _eval(checkpoint, dataset, tmp_path, "--det-thresh", "0.0")
+    assert prepared == [1]  # the default folds it
     with np.load(fast_results) as fast, np.load(reference_results) as reference:
         np.testing.assert_array_equal(fast["det_offsets"], reference["det_offsets"])
         assert len(fast["dets"]) > 0

@@ -107,3 +107,15 @@ def test_test_proposals_setting():
     for bad in (0, -3, 2.5, True):
         with pytest.raises(ValueError, match="positive integer"):
             set_test_proposals(model, bad)
+
+
+def test_sequential_with_its_own_forward_is_not_folded_and_layout_is_kept():
+    class Reordered(nn.Sequential):  # applies its BN before the conv: folding would be wrong
+        def forward(self, x):
+            return self[0](self[1](x))
+
+    reordered = Reordered(nn.Conv2d(2, 2, 1), nn.BatchNorm2d(2).eval())
+    assert fold_batchnorms(reordered) == 0
+    plain = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4).eval()).to(memory_format=torch.channels_last)
+    assert fold_batchnorms(plain) == 1
+    assert plain[0].weight.is_contiguous(memory_format=torch.channels_last)

@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference-path", action="store_true",
                         help="run the model as trained (BatchNorm layers, contiguous tensors) "
                              "instead of the default BN-folded channels_last model; results "
-                             "differ only by float rounding, the default is ~1.5x faster")
+                             "differ only by float rounding, the default is 1.2-1.4x faster on "
+                             "CPU (benchmarks/inference_speed.py)")
     parser.add_argument("--test-proposals", type=int, default=None,
                         help="RPN proposals kept per test image (default: the checkpoint's, "
                              "SeqNet 300); fewer is faster and may miss persons in crowded "

@@ -1,6 +1,6 @@
 """Inference-only rewrites of a trained model: fold every BatchNorm into the convolution before
 it, and switch convolutions to channels_last. Both change results only by float rounding
-(``benchmarks/inference_speed.py`` measures the speed, ``--check-map`` the mAP change).
+(``benchmarks/inference_speed.py`` measures the speed, with ``--map-checkpoint`` the mAP change).
 
 Shape glossary
 --------------
@@ -10,8 +10,9 @@ scale, shift     per output channel [C_out]: BN(y) = y * scale + shift with
 
 Folded: conv(x) then BN  ==  conv'(x) with weight' = weight * scale[:, None, None, None] and
 bias' = bias * scale + shift (bias = 0 when the conv has none). Only pairs whose order is known
-are folded: consecutive (Conv2d, BN) children of an ``nn.Sequential`` (the C4 body's stem, the
-``downsample`` branches) and ``convN`` / ``bnN`` of the ResNet blocks. A BN that normalises
+are folded: consecutive (Conv2d, BN) children of an ``nn.Sequential`` that keeps Sequential's
+forward (the C4 body's stem, the ``downsample`` branches) and ``convN`` / ``bnN`` of the ResNet
+blocks (exact classes). A BN that normalises
 with batch statistics (a BatchNorm2d in training mode) is never folded.
 
 The rewrite is in place and replaces BN modules by ``nn.Identity``: the state dict changes, so
@@ -61,6 +62,8 @@ def _folded_conv(conv: nn.Conv2d, bn: nn.Module) -> nn.Conv2d:
         folded.bias.copy_(bias.to(conv.weight.dtype))
     folded.weight.requires_grad_(False)
     folded.bias.requires_grad_(False)
+    if conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous():
+        folded = folded.to(memory_format=torch.channels_last)  # keep the layout the model had
     return folded
 
 
@@ -78,9 +81,10 @@ def fold_batchnorms(model: nn.Module) -> int:
     Returns the number of BN layers folded."""
     folded = 0
     for module in list(model.modules()):
-        if isinstance(module, (BasicBlock, Bottleneck, ResNet)):
+        # exact classes / the plain Sequential forward: a subclass may apply its BN elsewhere
+        if type(module) in (BasicBlock, Bottleneck, ResNet):
             folded += sum(_fold_pair(module, conv, bn) for conv, bn in _BLOCK_PAIRS)
-        elif isinstance(module, nn.Sequential):
+        elif isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward:
             names = list(module._modules.keys())
             folded += sum(_fold_pair(module, first, second) for first, second in zip(names, names[1:]))
     return folded
