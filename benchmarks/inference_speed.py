@@ -41,6 +41,7 @@ import torch
 
 from personsearch.models import build_model
 from personsearch.models.inference import prepare_for_inference
+from timing import repeat_timings  # benchmarks/timing.py, beside this script
 
 PATHS = ("reference", "fast", "fast_bf16")
 
@@ -50,13 +51,7 @@ def _autocast(path: str):
 
 
 def _time(fn, repeats: int) -> dict:
-    fn()  # warm-up
-    seconds, cpu_seconds = [], []
-    for _ in range(repeats):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        fn()
-        seconds.append(time.perf_counter() - start)
-        cpu_seconds.append(time.process_time() - cpu_start)
+    seconds, cpu_seconds = repeat_timings(fn, repeats)
     return {"seconds_mean": statistics.mean(seconds), "seconds_min": min(seconds), "seconds_all": seconds,
             "cpu_seconds_mean": statistics.mean(cpu_seconds)}
 
@@ -95,19 +90,19 @@ def _stage_gflops(model, images, image_sizes) -> dict:
 
     heads = model.roi_heads
 
-    def count(fn) -> float:
+    def count(fn) -> tuple[float, object]:
+        """(GFLOPs of fn(), its result)."""
         with FlopCounterMode(display=False) as counter:
             result = fn()
-        count.result = result
-        return counter.get_total_flops() / 1e9
+        return counter.get_total_flops() / 1e9, result
 
-    out = {"backbone": count(lambda: model.backbone(images))}
-    features = count.result
-    out["rpn"] = count(lambda: model.rpn(features, image_sizes))
-    proposals = count.result[0]
-    out["stage1_head"] = count(lambda: heads.box_predictor(heads.box_head(heads.pooler(features, proposals))[1]))
+    out = {}
+    out["backbone"], features = count(lambda: model.backbone(images))
+    out["rpn"], (proposals, _) = count(lambda: model.rpn(features, image_sizes))
+    out["stage1_head"], _ = count(lambda: heads.box_predictor(heads.box_head(heads.pooler(features, proposals))[1]))
     boxes = [proposals[0][:100]]
-    out["stage2_per_roi"] = count(lambda: heads.reid_features(heads.pooler(features, boxes))) / boxes[0].shape[0]
+    stage2, _ = count(lambda: heads.reid_features(heads.pooler(features, boxes)))
+    out["stage2_per_roi"] = stage2 / boxes[0].shape[0]
     return out
 
 

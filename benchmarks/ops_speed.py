@@ -20,9 +20,9 @@ import json
 import os
 import platform
 import statistics
-import time
 
 import torch
+from timing import repeat_timings  # benchmarks/timing.py, beside this script
 
 
 CPU_TIMES: dict[str, float] = {}
@@ -30,13 +30,7 @@ CPU_TIMES: dict[str, float] = {}
 
 def timed(fn, repeats: int, name: str | None = None) -> float:
     """Median wall seconds of ``repeats`` runs; the median process CPU seconds go to CPU_TIMES[name]."""
-    fn()  # warm-up
-    times, cpu_times = [], []
-    for _ in range(repeats):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        fn()
-        times.append(time.perf_counter() - start)
-        cpu_times.append(time.process_time() - cpu_start)
+    times, cpu_times = repeat_timings(fn, repeats)
     if name:
         CPU_TIMES[name] = statistics.median(cpu_times)
     return statistics.median(times)
