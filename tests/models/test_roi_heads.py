@@ -139,3 +139,22 @@ def test_deform_roi_pool_variant_runs():
 def test_unknown_pooling_is_rejected():
     with pytest.raises(ValueError, match="roi_pooling"):
         RoIPooler("roi_pool", C4, 14, 2, 1 / 16)
+
+
+@pytest.mark.parametrize("empty_proposals", [
+    torch.zeros(0, 4),  # no proposals at all: stage 1 gets no rows for this image
+    torch.tensor([[10.0, 10.0, 10.0, 60.0], [30.0, 5.0, 30.0, 40.0]]),  # zero-width: nothing survives stage 1
+])
+def test_detect_batch_mixing_an_image_without_detections_and_one_with(empty_proposals):
+    """Issue 13: `index build --batch-size 4` crashed in the person-box step when one image of
+    the batch had no boxes left and another had some. Each image gives what it gives alone."""
+    torch.manual_seed(0)
+    heads = _heads(detections_per_image=5).eval()
+    features = torch.randn(2, C4, 8, 6)
+    busy = _proposals(40, 128, 96, 5)
+    dets = heads.detect(features, [empty_proposals, busy], SIZES)
+    assert dets[0].boxes.shape == (0, 4) and dets[0].scores.shape == (0,) and dets[0].embeddings.shape == (0, 32)
+    alone = heads.detect(features[1:], [busy], SIZES[1:])[0]
+    assert dets[1].boxes.shape[0] > 0
+    torch.testing.assert_close(dets[1].boxes, alone.boxes)
+    torch.testing.assert_close(dets[1].embeddings, alone.embeddings)

@@ -135,8 +135,10 @@ class FastRCNNPredictor(nn.Module):
 
 
 def _person_boxes(box_regression: Tensor, reference: Tensor, image_size: tuple[int, int]) -> Tensor:
-    """Decode the person-class deltas [K, 8] (float32) w.r.t. reference [K, 4], clip."""
-    deltas = box_regression.float().reshape(box_regression.shape[0], -1, 4)[:, 1]
+    """Decode the person-class deltas [K, 8] (float32) w.r.t. reference [K, 4], clip. The class
+    count comes from the column count, so K = 0 (an image without boxes in a batch) works."""
+    num_rows, num_columns = box_regression.shape
+    deltas = box_regression.float().reshape(num_rows, num_columns // 4, 4)[:, 1]
     return clip_boxes(decode_boxes(deltas, reference.float(), ROI_BOX_WEIGHTS), image_size)
 
 
