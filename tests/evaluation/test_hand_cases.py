@@ -184,8 +184,8 @@ def test_query_from_detection():
          np.array([[10, 10, 30, 30], [10, 10, 20, 29]])],
         [np.ones(2), np.ones(2)], [np.array([[1.0, 0], [0, 1.0]]), np.array([[2.0, 0], [0, 2.0]])])
     boxes = np.array([[10, 10, 20, 30], [10, 10, 20, 30]], np.float32)
-    feats = query_feats_from_detections(boxes, frame_dets)
-    assert feats.tolist() == [[0, 1], [0, 2]]
+    feats, found = query_feats_from_detections(boxes, frame_dets)
+    assert feats.tolist() == [[0, 1], [0, 2]] and found.tolist() == [True, True]
     rng = np.random.default_rng(1)
     for _ in range(20):
         counts = rng.integers(1, 6, 8)
@@ -194,12 +194,28 @@ def test_query_from_detection():
                 for d in dets]
         f = [rng.standard_normal((c, 3)).astype(np.float32) for c in counts]
         qboxes = np.sort(rng.integers(0, 60, (8, 4)), axis=1).astype(np.float32)
-        ours = query_feats_from_detections(qboxes, GalleryDetections.from_per_image(
+        ours, _ = query_feats_from_detections(qboxes, GalleryDetections.from_per_image(
             dets, [np.ones(c) for c in counts], f))
         assert np.array_equal(ours, reference_query_from_detection(qboxes, dets, f))
-    with pytest.raises(ValueError, match="no detection"):
-        query_feats_from_detections(boxes[:1], GalleryDetections.from_per_image(
-            [np.zeros((0, 4))], [np.zeros(0)], [np.zeros((0, 2))], feat_dim=2))
+    # a frame without any detection: no feature (zero row), found False
+    feats, found = query_feats_from_detections(boxes, GalleryDetections.from_per_image(
+        [np.zeros((0, 4)), np.array([[10, 10, 20, 29]])], [np.zeros(0), np.ones(1)],
+        [np.zeros((0, 2)), np.array([[0, 3.0]])], feat_dim=2))
+    assert feats.tolist() == [[0, 0], [0, 3]] and found.tolist() == [False, True]
+
+
+def test_prw_query_from_detection_query_frame_without_detection_scores_zero_and_counts():
+    # Issue 13: this raised "the frames of queries [...] have no detection". q0's frame f1 has
+    # no detection -> AP 0, no hit, still counted. q1 (frame f2, feature 0.875) searches f1
+    # (no detection), f3 (pos, 0.5 x 0.875) and f4 (neg, 0.75 x 0.875); count_gt 2 (f1, f3):
+    # AP = 1/2 x 1/2 = 1/4, top-1 miss, top-5 hit. mAP = (0 + 1/4) / 2, top-5 = 1/2.
+    frames, _, _ = prw_scene()
+    box = [10, 10, 60, 160]
+    queries = [record("c1s1_000001.jpg", [box], [7], 1, 0), record("c1s1_000002.jpg", [box], [7], 1, 1)]
+    dets = gallery([[], [(box, 0.9, 0.875)], [(box, 0.9, 0.5)], [(box, 0.9, 0.75)]])
+    metrics = evaluate_search("prw", frames, queries, dets, None, query_from_detection=True)
+    assert metrics["mAP"] == 0.125 and metrics["top1"] == 0.0 and metrics["top5"] == 0.5
+    assert metrics["num_queries"] == 2 and metrics["queries_without_query_detection"] == 1
 
 
 def test_prw_query_from_detection_end_to_end():
@@ -208,3 +224,16 @@ def test_prw_query_from_detection_end_to_end():
     metrics = evaluate_search("prw", frames, queries, dets, None, query_from_detection=True)
     assert metrics["mAP"] == pytest.approx(5 / 6, abs=1e-15)
     assert metrics["query_from_detection"] is True
+
+
+def test_gallery_without_any_detection_keeps_the_feature_dimension():
+    # Issue 13: a model that detects nobody gave "cannot reshape array of size 0" here.
+    empty = GalleryDetections.from_per_image([np.zeros((0, 4), np.float32)] * 3,
+                                             [np.zeros(0, np.float32)] * 3,
+                                             [np.zeros((0, 32), np.float32)] * 3)
+    assert empty.feats.shape == (0, 32) and empty.image_offsets.tolist() == [0, 0, 0, 0]
+    frames, queries, _ = prw_scene()
+    nobody = gallery([[], [], [], []])
+    metrics = evaluate_search("prw", frames, queries, nobody, np.ones((1, 1), np.float32))
+    assert metrics["mAP"] == 0.0 and metrics["top1"] == 0.0 and metrics["num_queries"] == 1
+    assert metrics["det_recall"] == 0.0

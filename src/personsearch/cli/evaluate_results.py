@@ -40,6 +40,9 @@ def format_table(metrics: dict) -> str:
     lines.append(f"{'queries':<{width}}  {metrics['num_queries']}"
                  + (f" ({metrics['queries_without_gt']} without GT in the gallery, left out)"
                     if metrics.get("queries_without_gt") else ""))
+    if metrics.get("queries_without_query_detection"):
+        lines.append(f"{'':<{width}}  {metrics['queries_without_query_detection']} with no "
+                     f"detection in the query frame (AP 0, no hit, counted)")
     return "\n".join(lines)
 
 

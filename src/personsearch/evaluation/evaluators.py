@@ -90,6 +90,7 @@ def evaluate_search(dataset: str, gallery_records: Sequence[SceneRecord],
         raise ValueError(f"{len(gallery_records)} gallery records but detections for "
                          f"{gallery.num_images} images")
     out: dict[str, float] = {}
+    searchable = None  # query-from-detection: False for a query frame without detections
     if dataset == "cuhk-sysu":
         if cuhk_protocol is None:
             raise ValueError("CUHK-SYSU needs the protocol (data.load_cuhk_protocol)")
@@ -107,13 +108,14 @@ def evaluate_search(dataset: str, gallery_records: Sequence[SceneRecord],
                     gallery, query_frame_indices(gallery_records, query_records))
             query_boxes = np.stack([r.boxes[0] for r in query_records]) if query_records \
                 else np.zeros((0, 4))
-            query_feats = query_feats_from_detections(query_boxes, query_detections)
+            query_feats, searchable = query_feats_from_detections(query_boxes, query_detections)
+            out["queries_without_query_detection"] = int((~searchable).sum())
         out["query_from_detection"] = bool(query_from_detection)
     else:
         raise ValueError(f"dataset must be 'cuhk-sysu' or 'prw', got {dataset!r}")
     if query_feats is None:
         raise ValueError("query_feats are required")
-    result = search_metrics(gallery, query_feats, protocol, det_thresh)
+    result = search_metrics(gallery, query_feats, protocol, det_thresh, searchable=searchable)
     out.update(result.summary())
     out.update(detection_report(gallery_records, gallery))
     return out

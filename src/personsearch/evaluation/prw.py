@@ -13,7 +13,9 @@ Query-from-detection (CGPS/DICL PRW scripts, ``query_feats_from_detections``): t
 feature is the feature of the query frame's own detection with the largest IoU (+1 pixel
 convention) with the query box, whatever that IoU. Every detection of that frame is a candidate
 (no score threshold). When gallery features are score-weighted the chosen feature is too; a
-positive factor on a query's feature does not change its ranking, AP or top-k.
+positive factor on a query's feature does not change its ranking, AP or top-k. A query whose
+frame has no detection has no feature: AP 0, no hit, still counted in the means (reported as
+``queries_without_query_detection``).
 """
 
 from __future__ import annotations
@@ -99,28 +101,29 @@ def iou_plus_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 
 
 def query_feats_from_detections(query_boxes: np.ndarray, detections: GalleryDetections
-                                ) -> np.ndarray:
-    """float32 [Q, D]: per query, the feature of its frame's detection with max +1-IoU.
+                                ) -> tuple[np.ndarray, np.ndarray]:
+    """Per query, the feature of its frame's detection with max +1-IoU.
 
     Args:
         query_boxes: [Q, 4] x1y1x2y2 query boxes.
         detections: one "image" per query: all detections of that query's frame.
-    Raises:
-        ValueError naming the queries whose frame has no detection.
+    Returns:
+        (feats float32 [Q, D], found bool [Q]). A query whose frame has no detection at all
+        has no feature to search with: its row is zero and ``found`` is False; the evaluation
+        gives it AP 0 and no hit, and it still counts in the means (``search_metrics``'
+        ``searchable``), as a missed query does in the CGPS/DICL protocol.
     """
     query_boxes = np.asarray(query_boxes, dtype=np.float64).reshape(-1, 4)
     if detections.num_images != len(query_boxes):
         raise ValueError(f"{len(query_boxes)} queries but detections for "
                          f"{detections.num_images} query frames")
-    empty = np.flatnonzero(detections.counts == 0)
-    if len(empty):
-        raise ValueError(f"the frames of queries {empty[:10].tolist()} have no detection "
-                         f"({len(empty)} in all): no query feature can be taken from one")
-    chosen = np.empty(len(query_boxes), dtype=np.int64)
-    for q, box in enumerate(query_boxes):
+    found = detections.counts > 0
+    feats = np.zeros((len(query_boxes), detections.feats.shape[1]), dtype=np.float32)
+    for q in np.flatnonzero(found):
         start, stop = detections.image_offsets[q], detections.image_offsets[q + 1]
-        chosen[q] = start + int(np.argmax(iou_plus_one(box, detections.boxes[start:stop])))
-    return detections.feats[chosen]
+        feats[q] = detections.feats[start + int(np.argmax(iou_plus_one(query_boxes[q],
+                                                                       detections.boxes[start:stop])))]
+    return feats, found
 
 
 def query_frame_detections(gallery: GalleryDetections, query_frames: np.ndarray

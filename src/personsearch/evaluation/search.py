@@ -107,21 +107,23 @@ class GalleryDetections:
         """From per-image arrays (boxes [m,4], scores [m], feats [m,D])."""
         if not (len(boxes) == len(scores) == len(feats)):
             raise ValueError("boxes, scores and feats must have one entry per image")
-        counts = [len(np.asarray(s).reshape(-1)) for s in scores]
+        counts = [int(np.asarray(s).size) for s in scores]
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         if feat_dim is None:
-            dims = {np.asarray(f).reshape(len(np.asarray(s).reshape(-1)), -1).shape[1]
-                    for f, s in zip(feats, scores) if len(np.asarray(s).reshape(-1))}
+            # an image without detections still tells the dimension when its array is [0, D]
+            dims = {np.asarray(f).shape[1] if np.asarray(f).ndim == 2 else np.asarray(f).size // count
+                    for f, count in zip(feats, counts) if np.asarray(f).ndim == 2 or count}
             if len(dims) > 1:
                 raise ValueError(f"feature dimensions differ between images: {sorted(dims)}")
             feat_dim = dims.pop() if dims else 0
+        # explicit row counts: reshape(-1, D) is ambiguous for 0 rows when D is 0
         return cls(
             offsets,
-            np.concatenate([np.asarray(b, np.float32).reshape(-1, 4) for b in boxes] +
+            np.concatenate([np.asarray(b, np.float32).reshape(count, 4) for b, count in zip(boxes, counts)] +
                            [np.zeros((0, 4), np.float32)]),
-            np.concatenate([np.asarray(s, np.float32).reshape(-1) for s in scores] +
+            np.concatenate([np.asarray(s, np.float32).reshape(count) for s, count in zip(scores, counts)] +
                            [np.zeros(0, np.float32)]),
-            np.concatenate([np.asarray(f, np.float32).reshape(-1, feat_dim) for f in feats] +
+            np.concatenate([np.asarray(f, np.float32).reshape(count, feat_dim) for f, count in zip(feats, counts)] +
                            [np.zeros((0, feat_dim), np.float32)]),
         )
 
@@ -215,8 +217,8 @@ class SearchResult:
 
 def search_metrics(gallery: GalleryDetections, query_feats: np.ndarray,
                    protocol: SearchProtocol, det_thresh: float = 0.5,
-                   topk: tuple[int, ...] = DEFAULT_TOPK, max_chunk_items: int = 1 << 23
-                   ) -> SearchResult:
+                   topk: tuple[int, ...] = DEFAULT_TOPK, max_chunk_items: int = 1 << 23,
+                   searchable: np.ndarray | None = None) -> SearchResult:
     """Evaluate every query of ``protocol`` (see module docstring).
 
     Args:
@@ -225,6 +227,9 @@ def search_metrics(gallery: GalleryDetections, query_feats: np.ndarray,
         protocol: per-query gallery / GT structures over the same G images.
         det_thresh: detections with score >= det_thresh are kept.
         max_chunk_items: queries are processed in chunks of about this many list items.
+        searchable: bool [Q] or None (all). A query marked False has no feature (its frame had
+            no detection in the query-from-detection variant): AP 0, no hit, no true positive;
+            it still counts in the means when it has GT images.
     """
     query_feats = np.ascontiguousarray(np.asarray(query_feats, dtype=np.float32))
     num_queries = protocol.num_queries
@@ -255,6 +260,14 @@ def search_metrics(gallery: GalleryDetections, query_feats: np.ndarray,
         hits[first:last] = chunk.hits
         count_tp[first:last] = chunk.count_tp
         first = last
+    if searchable is not None:
+        searchable = np.asarray(searchable, dtype=bool).reshape(-1)
+        if len(searchable) != num_queries:
+            raise ValueError(f"searchable must have one entry per query ({num_queries}), "
+                             f"got {len(searchable)}")
+        average_precisions[~searchable] = 0.0
+        hits[~searchable] = False
+        count_tp[~searchable] = 0
     return SearchResult(average_precisions, hits, count_tp, protocol.count_gt.copy(), tuple(topk))
 
 
