@@ -68,6 +68,13 @@ def test_round_trip(tmp_path):
     ({"query_feats": np.array([[np.inf, 0]], np.float32)}, "'query_feats' holds NaN or inf"),
     ({"dets": np.zeros((3, 4), np.float32)}, "'dets' must be a 2-d float array with 5 columns"),
     ({"query_dets": np.zeros((0, 5), np.float32)}, "query detection keys go together"),
+    # issue 13: an object array was a traceback, integer features were accepted silently
+    ({"feats": np.array([np.array([1.0, 0]), np.array([0.5, 0]), "x"], dtype=object)},
+     "'feats' is an object array"),
+    ({"gallery_names": np.array(["c1s1_000001.jpg", 2, None], dtype=object)},
+     "'gallery_names' is an object array"),
+    ({"feats": np.array([[1, 0], [0, 1], [1, 1]], np.int64)}, "'feats' must be a 2-d float array, got dtype int64"),
+    ({"query_feats": np.array([[1, 0]], np.int32)}, "'query_feats' must be a 2-d float array, got dtype int32"),
 ])
 def test_bad_files(tmp_path, changes, message):
     path = tmp_path / "r.npz"

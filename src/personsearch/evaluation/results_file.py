@@ -99,9 +99,25 @@ def _fail(path: str, problem: str) -> ResultsFileError:
     return ResultsFileError(f"{path}: {problem}")
 
 
+def _read(path: str, data, key: str) -> np.ndarray:
+    """One array of the file; an object array (pickled Python objects, never loaded) or a
+    damaged member is a ResultsFileError naming the key."""
+    try:
+        return np.asarray(data[key])
+    except ValueError as error:
+        if "allow_pickle" in str(error):
+            raise _fail(path, f"'{key}' is an object array (Python objects, which are never "
+                              f"unpickled): write it as a plain numeric or string array") from None
+        raise _fail(path, f"'{key}' cannot be read ({error})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise _fail(path, f"'{key}' cannot be read ({error})") from None
+
+
 def _float_array(path: str, data, key: str, ndim: int, columns: int | None = None) -> np.ndarray:
-    array = np.asarray(data[key])
-    if array.dtype.kind not in "fiu" or array.ndim != ndim or (
+    """Floating point only: integer features or boxes mean the writer lost precision or
+    wrote the wrong array, so they are refused rather than converted."""
+    array = _read(path, data, key)
+    if array.dtype.kind != "f" or array.ndim != ndim or (
             columns is not None and array.shape[1] != columns):
         want = f"{ndim}-d float array" + (f" with {columns} columns" if columns is not None
                                            else "")
@@ -114,7 +130,7 @@ def _float_array(path: str, data, key: str, ndim: int, columns: int | None = Non
 
 
 def _offsets(path: str, data, key: str, count: int, rows: int, rows_key: str) -> np.ndarray:
-    offsets = np.asarray(data[key])
+    offsets = _read(path, data, key)
     if offsets.dtype.kind not in "iu" or offsets.shape != (count + 1,):
         raise _fail(path, f"'{key}' must be an integer array of shape ({count + 1},), got "
                           f"dtype {offsets.dtype} shape {offsets.shape}")
@@ -161,7 +177,7 @@ def load_results_file(path: str | Path) -> ResultsFile:
         missing = [key for key in REQUIRED_KEYS if key not in data.files]
         if missing:
             raise _fail(path, f"missing keys {missing} (has {sorted(data.files)})")
-        names = np.asarray(data["gallery_names"])
+        names = _read(path, data, "gallery_names")
         if names.dtype.kind not in "US" or names.ndim != 1:
             raise _fail(path, f"'gallery_names' must be a 1-d string array, got dtype "
                               f"{names.dtype} shape {names.shape}")
