@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "index": ("index", "build or inspect a persistent gallery index"),
     "search": ("search", "search an index with a query person"),
     "serve": ("serve", "serve the search web page"),
+    "import-checkpoint": ("import_checkpoint", "convert a released reference checkpoint (SeqNet)"),
 }
 
 
