@@ -3,7 +3,8 @@ behind ``personsearch eval`` and the periodic evaluation during training.
 
 Gallery: ``model.detect`` per image; detections mapped back to original pixels; features =
 unit embedding × first-stage score (SeqNet's confidence-weighted similarity, eval.md §5).
-Queries: ``model.embed_boxes`` at the GT query box (unweighted). GT-box variant (eval.md §4):
+Queries: ``model.embed_boxes`` at the GT query box (unweighted); a query box of zero size or
+entirely outside its image is refused before any work (``check_query_boxes``). GT-box variant (eval.md §4):
 ``embed_boxes`` at every gallery GT box. The same arrays can be written as a results file
 (``--results-out``), so ``personsearch evaluate-results`` on that file gives identical
 numbers.
@@ -11,6 +12,7 @@ numbers.
 
 from __future__ import annotations
 
+import logging
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,9 @@ from torch import nn
 
 from personsearch.data.records import SceneRecord
 from personsearch.data.transforms import batch_images, load_image, preprocess
+from personsearch.errors import DatasetError
+
+logger = logging.getLogger(__name__)
 
 # (model, images [1,3,H,W], image_sizes) -> list of one (boxes [M,4], scores [M], feats [M,D])
 GalleryExtractor = Callable[[nn.Module, torch.Tensor, list], list]
@@ -53,6 +58,34 @@ def _prepare(record: SceneRecord, min_size: int, max_size: int, device: torch.de
     return images, image_sizes, scale
 
 
+def check_query_boxes(queries: Sequence[SceneRecord]) -> None:
+    """Refuse query boxes no feature can come from: zero or negative size, or entirely outside
+    their image (DatasetError naming the image and the query). A box that only extends past
+    the image border is pooled as given, as the reference protocols do (RoIAlign samples zeros
+    outside), with one warning line counting such queries."""
+    partly_outside = []
+    for index, record in enumerate(queries):
+        if record.num_boxes < 1:
+            raise DatasetError(record.image_path, f"query {index} has no box")
+        x1, y1, x2, y2 = (float(v) for v in record.boxes[0])
+        if not (x2 > x1 and y2 > y1):
+            raise DatasetError(record.image_path, f"query {index}: box {[x1, y1, x2, y2]} has "
+                                                  f"zero or negative size, so no query feature "
+                                                  f"can be taken from it (`personsearch data "
+                                                  f"check` lists every such box)")
+        if record.width > 0 and record.height > 0:
+            if x2 <= 0 or y2 <= 0 or x1 >= record.width or y1 >= record.height:
+                raise DatasetError(record.image_path, f"query {index}: box {[x1, y1, x2, y2]} "
+                                                      f"lies entirely outside the "
+                                                      f"{record.width}x{record.height} image")
+            if x1 < 0 or y1 < 0 or x2 > record.width or y2 > record.height:
+                partly_outside.append(index)
+    if partly_outside:
+        logger.warning("%d query boxes extend past their image (first: query %d, %s); they are "
+                       "pooled as given, as the reference protocols do", len(partly_outside),
+                       partly_outside[0], queries[partly_outside[0]].image_path)
+
+
 def default_gallery_extractor(model: nn.Module, images: torch.Tensor, image_sizes: list) -> list:
     return [(d.boxes, d.scores, d.embeddings) for d in model.detect(images, image_sizes)]
 
@@ -82,6 +115,7 @@ def run_model(
     extractors let a method change how features are made (DICL's crop fusion)."""
     from tqdm import tqdm
 
+    check_query_boxes(queries)
     device = torch.device(device)
     was_training = model.training
     model.eval()
