@@ -40,13 +40,13 @@ def test_defaults_and_yaml_values(tmp_path):
 def test_overrides_are_parsed_with_yaml(tmp_path):
     path = write(tmp_path, "solver:\n  lr: 0.01\n")
     cfg = load_config(path, ["solver.lr=0.002", "data.multi_scale=[[1333, 800], [667, 400]]",
-                             "solver.clip_grad_norm=null", "method.params.k1=30",
+                             "solver.clip_grad_norm=null", "method.params.queue_size=30",
                              "train.out_dir=runs/x", "solver.weight_decay=1"])
     assert cfg.solver.lr == 0.002
     assert cfg.data.multi_scale == ((1333, 800), (667, 400))
     assert train_sizes(cfg) == [(1333, 800), (667, 400)]
     assert cfg.solver.clip_grad_norm is None
-    assert cfg.method.params == {"k1": 30}
+    assert cfg.method.params == {"queue_size": 30}
     assert cfg.train.out_dir == "runs/x"
     assert cfg.solver.weight_decay == 1.0 and isinstance(cfg.solver.weight_decay, float)
 
@@ -126,3 +126,16 @@ def test_spec_values_of_first_presets():
     assert (cgps.solver.lr, cgps.solver.lr_steps, cgps.solver.epochs) == (0.001, (16, 22), 24)
     assert (cgps.solver.warmup_iters, cgps.solver.warmup_factor) == (2242, 0.005)
     assert len(train_sizes(cgps)) == 6 and cgps.model.roi_bg_iou_thresh == 0.1
+
+
+@pytest.mark.parametrize("text, overrides, message", [
+    ("method:\n  name: ssl\n  params:\n    use_dml: true\n    bogus_key: 3\n", [],
+     r"cfg\.yaml: method\.params\.bogus_key: unknown key"),
+    ("method:\n  name: seqnet\n", ["method.params.oim_wieght=0.5"],
+     r"cfg\.yaml: method\.params\.oim_wieght: unknown key"),
+    ("method:\n  name: no_such_method\n", [], r"cfg\.yaml: method\.name"),
+])
+def test_method_params_errors_name_the_config_file(tmp_path, text, overrides, message):
+    # Issue 13: an unknown method.params key was reported (by build_method) without the file.
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text), overrides)

@@ -358,9 +358,21 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     try:
-        return config_from_dict(data, overrides)
+        cfg = config_from_dict(data, overrides)
+        check_method_params(cfg)
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
+    return cfg
+
+
+def check_method_params(cfg: Config) -> None:
+    """ConfigError now, while the config file is known, for an unknown method name or a
+    ``method.params`` key or value the method does not accept (``build_method`` checks the
+    same later, too late to name the file)."""
+    import personsearch.methods  # noqa: F401  (method modules may register themselves)
+    from personsearch.methods.base import method_class, validate_params
+
+    validate_params(method_class(cfg.method.name), method_kwargs(cfg))
 
 
 def dump_config(cfg: Config) -> str:
