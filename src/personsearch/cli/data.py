@@ -4,6 +4,10 @@
         prints the counts per split and every problem; exit 0 when clean, 1 otherwise.
     personsearch data synth OUT --format prw|cuhk-sysu --frames N --seed S
                             [--width W --height H] [--difficulty easy|normal|hard]
+    personsearch data masks ROOT --format prw|cuhk-sysu|coco [--method grabcut|box|schp]
+                            [--weights FILE] [--split train] [--workers N] [--device auto]
+        writes <ROOT>/masks/<image stem>.png person label maps (SSL background filtering) for
+        every image of the split that has no valid one yet (docs/masks.md).
 """
 
 from __future__ import annotations
@@ -26,6 +30,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     synth.add_argument("--width", type=int, default=None, help="image width (px)")
     synth.add_argument("--height", type=int, default=None, help="image height (px)")
     synth.add_argument("--difficulty", choices=("easy", "normal", "hard"), default="normal")
+    masks = actions.add_parser("masks", help="write person masks for SSL's background filtering")
+    masks.add_argument("root", help="dataset root folder (masks go to ROOT/masks/)")
+    masks.add_argument("--format", dest="fmt", required=True,
+                       choices=("prw", "cuhk-sysu", "coco"))
+    masks.add_argument("--method", choices=("grabcut", "box", "schp"), default="grabcut",
+                       help="grabcut (default, offline), box (whole box = no filtering), schp "
+                            "(human parser, needs --weights)")
+    masks.add_argument("--weights", default=None,
+                       help="SCHP checkpoint (LIP, ATR or Pascal-Person-Part) for --method schp")
+    masks.add_argument("--split", choices=("train", "gallery", "query"), default="train")
+    masks.add_argument("--workers", type=int, default=1,
+                       help="processes for grabcut / box (schp runs in one process)")
+    masks.add_argument("--device", default="auto", help="schp: auto, cpu, cuda, cuda:1 ...")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,6 +52,13 @@ def run(args: argparse.Namespace) -> int:
         report = check_dataset(args.fmt, args.root)
         print(report.format())
         return 0 if report.ok else 1
+    if args.data_command == "masks":
+        from personsearch.data.masks_generate import generate_masks
+
+        summary = generate_masks(args.fmt, args.root, method=args.method, split=args.split,
+                                 workers=args.workers, weights=args.weights, device=args.device)
+        print(summary.format())
+        return 0
     from personsearch.data.synth import generate_dataset
 
     if args.frames <= 0:
