@@ -25,13 +25,16 @@ made after the optimizer step; never inside forward/backward.
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from personsearch.amp import autocast_off
 from personsearch.errors import CheckpointError, PersonSearchError
 
-__all__ = ["DualMemory", "momentum_update_rows_"]
+__all__ = ["DualMemory", "blend_rows_sequentially_", "momentum_update_rows_"]
 
 
 def occurrence_rank(slots: Tensor) -> Tensor:
@@ -53,13 +56,16 @@ def occurrence_rank(slots: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def momentum_update_rows_(bank: Tensor, slots: Tensor, new_feats: Tensor, new_weight: float) -> None:
-    """In place: ``bank[k] <- normalize(new_weight * f + (1 - new_weight) * bank[k])`` for each
-    (k, f) in order; repeated slots are applied sequentially, one vectorised round per
-    occurrence rank (the number of rounds is the largest multiplicity of a slot).
+def blend_rows_sequentially_(bank: Tensor, slots: Tensor, new_feats: Tensor, new_weight: float,
+                             old_weight: float) -> None:
+    """In place, for each (k, f) in order: ``bank[k] <- normalize(new_weight * f + old_weight
+    * bank[k])``. Repeated slots are applied sequentially (exactly as a python loop over the
+    updates), one vectorised round per occurrence rank: the number of rounds is the largest
+    multiplicity of a slot, not the number of updates. Two host syncs per call (range check +
+    round sizes), whatever the number of updates; everything else stays on ``bank.device``.
 
-    Shared by the memory banks of this package (SSL: new_weight = lambda = 0.8; CGPS:
-    momentum 0.2 on the old value, i.e. new_weight = 0.8).
+    The memory banks of this package all use it: SSL (new_weight = lambda), CGPS and OIM
+    (old_weight = momentum on the old value).
     """
     if slots.dim() != 1 or new_feats.dim() != 2 or new_feats.shape[0] != slots.shape[0]:
         raise PersonSearchError(
@@ -70,21 +76,40 @@ def momentum_update_rows_(bank: Tensor, slots: Tensor, new_feats: Tensor, new_we
     if slots.numel() == 0:
         return
     slots = slots.to(device=bank.device, dtype=torch.int64)
-    if int(slots.min()) < 0 or int(slots.max()) >= bank.shape[0]:
+    rank = occurrence_rank(slots)
+    lowest, highest, last_round = torch.stack([slots.min(), slots.max(), rank.max()]).tolist()
+    if lowest < 0 or highest >= bank.shape[0]:
         raise PersonSearchError(f"memory update: slot index out of range [0, {bank.shape[0]})")
     new_feats = new_feats.detach().to(device=bank.device, dtype=bank.dtype)
-    rank = occurrence_rank(slots)
-    for round_index in range(int(rank.max()) + 1):
-        in_round = rank == round_index          # slots are distinct within one round
-        round_slots = slots[in_round]
-        mixed = new_weight * new_feats[in_round] + (1.0 - new_weight) * bank[round_slots]
+    order = torch.sort(rank, stable=True).indices  # round by round, update order kept inside
+    round_sizes = torch.bincount(rank, minlength=last_round + 1).tolist()
+    start = 0
+    for size in round_sizes:
+        rows = order[start:start + size]
+        round_slots = slots[rows]  # distinct within one round
+        mixed = new_weight * new_feats[rows] + old_weight * bank[round_slots]
         bank[round_slots] = F.normalize(mixed, dim=1)
+        start += size
+
+
+@torch.no_grad()
+def momentum_update_rows_(bank: Tensor, slots: Tensor, new_feats: Tensor, new_weight: float) -> None:
+    """In place: ``bank[k] <- normalize(new_weight * f + (1 - new_weight) * bank[k])`` for each
+    (k, f) in order (SSL Eq. 5; see :func:`blend_rows_sequentially_`)."""
+    blend_rows_sequentially_(bank, slots, new_feats, new_weight, 1.0 - new_weight)
+
+
+def _digest(slot_images: Tensor) -> str:
+    """SHA-1 of the int64 slot-image table (host copy; called at construction and on load)."""
+    table = slot_images.detach().to("cpu", torch.int64).contiguous().numpy()
+    return hashlib.sha1(table.tobytes()).hexdigest()
 
 
 class DualMemory:
     """The two SSL memory banks plus per-slot image index and optional pseudo labels."""
 
-    def __init__(self, num_slots: int, dim: int, slot_images: Tensor, lam: float = 0.8) -> None:
+    def __init__(self, num_slots: int, dim: int, slot_images: Tensor, lam: float = 0.8,
+                 device: torch.device | str = "cpu") -> None:
         if num_slots <= 0 or dim <= 0:
             raise PersonSearchError(f"DualMemory: num_slots and dim must be positive, got {num_slots}, {dim}")
         if not 0.0 < lam <= 1.0:
@@ -95,10 +120,12 @@ class DualMemory:
         self.num_slots = num_slots
         self.dim = dim
         self.lam = lam
-        self.slot_images = slot_images
-        self.bank_main = torch.zeros(num_slots, dim)
-        self.bank_multiscale = torch.zeros(num_slots, dim)
-        self.labels = torch.arange(num_slots, dtype=torch.int64)
+        # the split's fingerprint, checked against a checkpoint without reading the device
+        self.slot_images_digest = _digest(slot_images)
+        self.slot_images = slot_images.to(device)
+        self.bank_main = torch.zeros(num_slots, dim, device=device)
+        self.bank_multiscale = torch.zeros(num_slots, dim, device=device)
+        self.labels = torch.arange(num_slots, dtype=torch.int64, device=device)
         self.initialized = False
 
     @property
@@ -134,14 +161,17 @@ class DualMemory:
 
     @torch.no_grad()
     def combined(self) -> Tensor:
-        """Scale-enhanced memory M = row-normalised mean(M_I, M_M) [N, D] (a new tensor)."""
+        """Scale-enhanced memory M = row-normalised mean(M_I, M_M) [N, D] (a new float32
+        tensor on the banks' device)."""
         return F.normalize((self.bank_main + self.bank_multiscale) / 2.0, dim=1)
 
     @torch.no_grad()
     def similarities(self, slots: Tensor) -> Tensor:
-        """s_i = M[i] . M^T for the given batch slots, [n, N] (input of multilabel_targets)."""
-        memory = self.combined()
-        return memory[slots.to(self.device)] @ memory.t()
+        """s_i = M[i] . M^T for the given batch slots, [n, N] float32 on the banks' device
+        (input of multilabel_targets); autocast never lowers it."""
+        with autocast_off(self.device.type):
+            memory = self.combined()
+            return memory[slots.to(self.device)] @ memory.t()
 
     def set_labels(self, labels: Tensor) -> None:
         """Store per-slot pseudo labels (int64 [N]) for the optional cluster-contrast term."""
@@ -174,7 +204,7 @@ class DualMemory:
                 raise CheckpointError(
                     f"dual memory state {key!r} has shape {tuple(state[key].shape)}, expected {shape}"
                 )
-        if not torch.equal(state["slot_images"].cpu(), self.slot_images.cpu()):
+        if _digest(state["slot_images"]) != self.slot_images_digest:
             raise CheckpointError("dual memory state was saved for a different training split (slot_images differ)")
         self.bank_main = state["bank_main"].to(self.device, torch.float32).clone()
         self.bank_multiscale = state["bank_multiscale"].to(self.device, torch.float32).clone()

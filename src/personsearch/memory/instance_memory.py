@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from personsearch.errors import CheckpointError, PersonSearchError
+from personsearch.memory.dual_memory import blend_rows_sequentially_
 
 __all__ = ["InstanceMemory"]
 
@@ -48,6 +49,7 @@ class InstanceMemory:
         num_slots: int,
         dim: int,
         slot_images: torch.Tensor | np.ndarray | list[int],
+        device: torch.device | str = "cpu",
     ) -> None:
         if num_slots <= 0 or dim <= 0:
             raise PersonSearchError(
@@ -60,9 +62,14 @@ class InstanceMemory:
             )
         self.num_slots = int(num_slots)
         self.dim = int(dim)
-        self.features = torch.zeros(num_slots, dim, dtype=torch.float32)
-        self.labels = torch.arange(num_slots, dtype=torch.int64)
-        self.slot_images = images.clone()
+        self.features = torch.zeros(num_slots, dim, dtype=torch.float32, device=device)
+        self.labels = torch.arange(num_slots, dtype=torch.int64, device=device)
+        self.slot_images = images.to(device, copy=True)
+
+    @property
+    def device(self) -> torch.device:
+        """Where every state tensor lives (the model's device, set at construction)."""
+        return self.features.device
 
     # ------------------------------------------------------------------ initialisation
     @torch.no_grad()
@@ -76,7 +83,7 @@ class InstanceMemory:
             )
         if not torch.isfinite(feats).all():
             raise PersonSearchError("InstanceMemory.initialize: features contain NaN or inf")
-        self.features = torch.nn.functional.normalize(feats.detach().cpu(), dim=1).contiguous()
+        self.features = torch.nn.functional.normalize(feats.detach().to(self.device), dim=1).contiguous()
 
     def set_labels(self, labels: torch.Tensor | np.ndarray) -> None:
         """Replace the pseudo-label vector (``labels [N]`` int64)."""
@@ -86,7 +93,7 @@ class InstanceMemory:
                 f"InstanceMemory.set_labels: got {new_labels.numel()} labels for "
                 f"{self.num_slots} slots"
             )
-        self.labels = new_labels.clone()
+        self.labels = new_labels.to(self.device, copy=True)
 
     # ------------------------------------------------------------------ update
     @torch.no_grad()
@@ -106,8 +113,8 @@ class InstanceMemory:
         Called after the optimizer step; ``feats`` is detached. With several ranks, pass the
         gathered slots/feats of all ranks, identical on every rank (see module docstring).
         """
-        slot_index = _as_long(slots, "slots")
-        values = torch.as_tensor(feats).detach().to(device="cpu", dtype=torch.float32)
+        slot_index = _as_long(slots, "slots").to(self.device)
+        values = torch.as_tensor(feats).detach().to(device=self.device, dtype=torch.float32)
         if values.dim() != 2 or values.shape[1] != self.dim or values.shape[0] != slot_index.numel():
             raise PersonSearchError(
                 f"InstanceMemory.update: feats must be [{slot_index.numel()}, {self.dim}], "
@@ -115,24 +122,10 @@ class InstanceMemory:
             )
         if slot_index.numel() == 0:
             return
-        if int(slot_index.min()) < 0 or int(slot_index.max()) >= self.num_slots:
-            raise PersonSearchError(
-                f"InstanceMemory.update: slot index out of range [0, {self.num_slots})"
-            )
-        # occurrence rank of every row within its slot, preserving the given order
-        order = torch.sort(slot_index, stable=True).indices
-        sorted_slots = slot_index[order]
-        is_first = torch.ones_like(sorted_slots, dtype=torch.bool)
-        is_first[1:] = sorted_slots[1:] != sorted_slots[:-1]
-        positions = torch.arange(sorted_slots.numel())
-        group_start = torch.cummax(torch.where(is_first, positions, 0), dim=0).values
-        occurrence = torch.empty_like(slot_index)
-        occurrence[order] = positions - group_start
-        for round_index in range(int(occurrence.max()) + 1):
-            rows = torch.nonzero(occurrence == round_index).squeeze(1)
-            round_slots = slot_index[rows]  # distinct within a round
-            mixed = momentum * self.features[round_slots] + (1.0 - momentum) * values[rows]
-            self.features[round_slots] = torch.nn.functional.normalize(mixed, dim=1)
+        try:
+            blend_rows_sequentially_(self.features, slot_index, values, 1.0 - momentum, momentum)
+        except PersonSearchError as error:
+            raise PersonSearchError(f"InstanceMemory.update: {error}") from None
 
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -156,6 +149,6 @@ class InstanceMemory:
                 f"{tuple(labels.shape)}, slot_images {tuple(images.shape)}; this memory has "
                 f"{self.num_slots} slots of dim {self.dim}"
             )
-        self.features = features.clone()
-        self.labels = labels.clone()
-        self.slot_images = images.clone()
+        self.features = features.to(self.device, copy=True)
+        self.labels = labels.to(self.device, copy=True)
+        self.slot_images = images.to(self.device, copy=True)

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 from personsearch.losses import cluster_contrast_loss, quaduplet_loss
 from personsearch.memory import InstanceMemory
 from personsearch.methods.base import Method, StepOutput
-from personsearch.methods.common import ExtractionSizes, extract_gt_embeddings, num_slots, slot_images
+from personsearch.methods.common import (ExtractionSizes, extract_across_ranks, extract_gt_embeddings,
+                                         memory_update_mask, num_slots, slot_images)
 from personsearch.pseudo_labels import CGPSPseudoLabeler, pseudo_label_precision_recall
 
 BACKGROUND = -2
@@ -62,41 +63,44 @@ class CGPSMethod(Method):
         self.memory: InstanceMemory | None = None
 
     # ------------------------------------------------------------------ memory
-    def _build_memory(self, model: nn.Module, train_records: Sequence[Any]) -> None:
+    def _build_memory(self, model: nn.Module, train_records: Sequence[Any],
+                      device: torch.device) -> None:
+        """The instance memory on the model's device (banks and labels stay there)."""
         self.memory = InstanceMemory(num_slots(train_records), model.embedding_dim,
-                                     slot_images(train_records))
+                                     slot_images(train_records), device=device)
 
     def _initial_features(self, model: nn.Module, train_records: Sequence[Any],
                           device: torch.device) -> Tensor:
-        """GT-box features from the current (ImageNet / random) model, computed once on the
-        main process and broadcast."""
-        feats = torch.zeros(num_slots(train_records), model.embedding_dim)
-        if self.dist.is_main:
-            feats = extract_gt_embeddings(model, train_records, self.extraction_sizes, device,
-                                          progress=self.progress)
-        return self.dist.broadcast_tensor(feats)
+        """GT-box features from the current (ImageNet / random) model; each process extracts
+        its share of the images and the features are gathered (identical on every rank)."""
+        return extract_across_ranks(
+            train_records,
+            lambda records: extract_gt_embeddings(model, records, self.extraction_sizes, device,
+                                                  progress=self.progress and self.dist.is_main),
+            self.dist)
 
     def setup(self, model: nn.Module, train_records: Sequence[Any], device: torch.device) -> None:
-        self._build_memory(model, train_records)
+        self._build_memory(model, train_records, device)
         assert self.memory is not None
         self.memory.initialize(self._initial_features(model, train_records, device))
 
     def restore(self, model: nn.Module, train_records: Sequence[Any], device: torch.device,
                 state: dict) -> None:
-        self._build_memory(model, train_records)  # the state overwrites the features
+        self._build_memory(model, train_records, device)  # the state overwrites the features
         self.load_state_dict(state)
 
     # ------------------------------------------------------------------ pseudo labels
     def pseudo_labels(self) -> np.ndarray:
         assert self.memory is not None
-        return self.memory.labels.numpy()
+        return self.memory.labels.cpu().numpy()
 
     def on_epoch_start(self, model: nn.Module, epoch: int) -> dict[str, float]:
         assert self.memory is not None
         labels = torch.zeros(self.memory.num_slots, dtype=torch.int64)
         stats: dict[str, float] = {}
         if self.dist.is_main:
-            result = self.labeler(self.memory.features, self.memory.slot_images)
+            # the one host copy of the memory per epoch
+            result = self.labeler(self.memory.features.cpu(), self.memory.slot_images.cpu())
             labels = torch.from_numpy(np.asarray(result.labels, dtype=np.int64))
             stats = {f"pseudo/{k}": float(v) for k, v in result.stats.items()}
         self.memory.set_labels(self.dist.broadcast_tensor(labels))
@@ -124,8 +128,8 @@ class CGPSMethod(Method):
         slots = out.roi_slots
         positive = slots >= 0
         memory_labels = self.memory.labels.to(slots.device)
-        roi_labels = torch.full_like(slots, BACKGROUND)
-        roi_labels[positive] = memory_labels[slots[positive]]
+        roi_labels = torch.where(positive, memory_labels[slots.clamp(min=0)],
+                                 torch.full_like(slots, BACKGROUND))
         unit_feats = nn.functional.normalize(feats, dim=1)
         losses = {
             **out.losses,
@@ -135,7 +139,9 @@ class CGPSMethod(Method):
                                     self.temperature, self.top_percent),
             **quaduplet_loss(feats, roi_labels, self.margin, self.bg_weight),
         }
-        pending = {"slots": slots[positive], "feats": unit_feats[positive].detach()}
+        # RoIs of a distributed sampler's padding repeats do not update the memory
+        update = positive & memory_update_mask(batch, out.roi_image)
+        pending = {"slots": slots[update], "feats": unit_feats[update].detach()}
         return StepOutput(losses, pending=pending)
 
     def after_step(self, pending: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ D        embedding dimension
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from personsearch.data.records import SceneRecord
 from personsearch.data.splits import slot_offsets
 from personsearch.data.transforms import batch_images, load_image, preprocess
+from personsearch.engine.distributed import DistContext
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,46 @@ def extract_gt_embeddings(
     if not chunks:
         return torch.zeros(0, int(dim or 0))
     return torch.cat(chunks, dim=0)
+
+
+def extract_across_ranks(
+    records: Sequence[SceneRecord],
+    extract: Callable[[Sequence[SceneRecord]], Tensor],
+    dist: DistContext,
+) -> Tensor:
+    """[N, D] per-slot features computed by every rank on its share of the images and
+    gathered in slot order (memory initialisation split across ranks instead of rank 0 doing
+    all of it while the others wait).
+
+    Rank r extracts the records r, r + world_size, ...; ``extract(records) -> [n, D]`` returns
+    the features of those records' boxes in record then box order. With one process this is
+    ``extract(records)``. Every rank gets the same [N, D] (float32, on the CPU)."""
+    if not dist.enabled:
+        return extract(records)
+    share = list(range(dist.rank, len(records), dist.world_size))
+    local = extract([records[i] for i in share]).float().cpu().contiguous()
+    gathered = dist.all_gather_cat(local)
+    offsets = slot_offsets(records)
+    rank_major = [i for r in range(dist.world_size) for i in range(r, len(records), dist.world_size)]
+    slots = torch.cat([torch.arange(int(offsets[i]), int(offsets[i + 1]), dtype=torch.int64)
+                       for i in rank_major]) if rank_major else torch.zeros(0, dtype=torch.int64)
+    if gathered.shape[0] != slots.numel():
+        raise RuntimeError(f"memory initialisation gathered {gathered.shape[0]} features for "
+                           f"{slots.numel()} boxes")
+    out = gathered.new_empty(gathered.shape)
+    out[slots] = gathered
+    return out
+
+
+def memory_update_mask(batch: dict, image_index: Tensor) -> Tensor:
+    """[n] bool: True for the rows (RoIs / GT boxes of batch image ``image_index[n]``) whose
+    features may update a memory bank; False for the images a distributed sampler repeated
+    only to give every rank the same number of batches (``batch["padding"]``, [B] bool). A
+    batch without that key has no repeats."""
+    padding = batch.get("padding")
+    if padding is None:
+        return torch.ones_like(image_index, dtype=torch.bool)
+    return ~padding.to(image_index.device)[image_index]
 
 
 def concat_true_ids(identities: Sequence[np.ndarray]) -> np.ndarray:

@@ -70,7 +70,7 @@ class DICLMethod(CGPSMethod):
     def _generator(self, batch: dict, epoch: int) -> torch.Generator:
         """Masking randomness from (seed, epoch, image indices): reproducible and the same
         after a resume, with no state to checkpoint."""
-        indices = [int(i) for i in torch.as_tensor(batch["image_indices"]).reshape(-1)]
+        indices = torch.as_tensor(batch["image_indices"]).reshape(-1).tolist()  # one host sync
         return seeded_generator(self.seed, epoch, *indices)
 
     def run_model(self, model: nn.Module, batch: dict, epoch: int) -> Any:

@@ -66,14 +66,17 @@ class SeqNetMethod(Method):
                               f"{num_slots(train_records)} training boxes")
         if self.num_ids == 0:
             raise ConfigError("method seqnet: the training split has no labelled person")
-        self.memory = OIMMemory(self.num_ids, self.queue_size, model.embedding_dim, self.momentum)
+        # every state tensor on the model's device: no per-step host<->device copies
+        self.memory = OIMMemory(self.num_ids, self.queue_size, model.embedding_dim, self.momentum,
+                                device=device)
+        self.slot_ids = self.slot_ids.to(device)
 
     def _roi_ids(self, roi_slots: torch.Tensor) -> torch.Tensor:
+        """[R] identity of each RoI's GT (BACKGROUND for background RoIs); no host sync."""
         assert self.slot_ids is not None
-        ids = torch.full_like(roi_slots, BACKGROUND)
-        foreground = roi_slots >= 0
-        ids[foreground] = self.slot_ids.to(roi_slots.device)[roi_slots[foreground]]
-        return ids
+        slot_ids = self.slot_ids.to(roi_slots.device)
+        return torch.where(roi_slots >= 0, slot_ids[roi_slots.clamp(min=0)],
+                           torch.full_like(roi_slots, BACKGROUND))
 
     def training_step(self, model: nn.Module, batch: dict, epoch: int) -> StepOutput:
         assert self.memory is not None, "setup() was not called"

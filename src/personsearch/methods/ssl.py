@@ -34,7 +34,8 @@ from personsearch.losses import (cluster_contrast_loss, multilabel_loss, quadupl
                                  scale_invariant_loss)
 from personsearch.memory import DualMemory
 from personsearch.methods.base import Method, StepOutput
-from personsearch.methods.common import (ExtractionSizes, extract_gt_embeddings,
+from personsearch.methods.common import (ExtractionSizes, extract_across_ranks,
+                                         extract_gt_embeddings, memory_update_mask,
                                          multilabel_precision_recall, num_slots, slot_images)
 from personsearch.models.exemplars import exemplar_embeddings
 from personsearch.pseudo_labels import (CGPSPseudoLabeler, dynamic_threshold, multilabel_targets,
@@ -121,9 +122,11 @@ class SSLMethod(Method):
         return exemplars
 
     # ------------------------------------------------------------------ memory
-    def _build_memory(self, model: nn.Module, train_records: Sequence[Any]) -> None:
+    def _build_memory(self, model: nn.Module, train_records: Sequence[Any],
+                      device: torch.device) -> None:
+        """Both banks, slot images and labels on the model's device."""
         self.memory = DualMemory(num_slots(train_records), model.embedding_dim,
-                                 slot_images(train_records), lam=self.params.lam)
+                                 slot_images(train_records), lam=self.params.lam, device=device)
 
     @torch.no_grad()
     def _initial_exemplar_features(self, model: nn.Module, train_records: Sequence[Any],
@@ -151,26 +154,28 @@ class SSLMethod(Method):
                     mask = resize_mask(label_map, tuple(tensor.shape[-2:]))
             exemplars = self._exemplars(model, images.to(device), [boxes.to(device)], [mask])
             chunks.append(F.normalize(exemplars.mean(dim=1), dim=1).float().cpu())
+        if not chunks:  # no box in these records (a rank's share can be empty)
+            return torch.zeros(0, model.embedding_dim)
         return torch.cat(chunks, dim=0)
 
     data_root: str | None = None  # set by the train CLI when masks are used
 
     def setup(self, model: nn.Module, train_records: Sequence[Any], device: torch.device) -> None:
-        self._build_memory(model, train_records)
+        self._build_memory(model, train_records, device)
         assert self.memory is not None
-        n, dim = num_slots(train_records), model.embedding_dim
-        inst = torch.zeros(n, dim)
-        scale = torch.zeros(n, dim)
-        if self.dist.is_main:
-            inst = extract_gt_embeddings(model, train_records, self.extraction_sizes, device,
-                                         progress=self.progress)
-            scale = (self._initial_exemplar_features(model, train_records, device)
-                     if self.uses_exemplars else inst.clone())
-        self.memory.initialize(self.dist.broadcast_tensor(inst), self.dist.broadcast_tensor(scale))
+        # every process extracts its share of the images; the features are gathered
+        progress = self.progress and self.dist.is_main
+        inst = extract_across_ranks(
+            train_records, lambda records: extract_gt_embeddings(
+                model, records, self.extraction_sizes, device, progress=progress), self.dist)
+        scale = (extract_across_ranks(
+            train_records, lambda records: self._initial_exemplar_features(model, records, device),
+            self.dist) if self.uses_exemplars else inst.clone())
+        self.memory.initialize(inst, scale)
 
     def restore(self, model: nn.Module, train_records: Sequence[Any], device: torch.device,
                 state: dict) -> None:
-        self._build_memory(model, train_records)
+        self._build_memory(model, train_records, device)
         self.load_state_dict(state)
 
     # ------------------------------------------------------------------ pseudo labels
@@ -182,7 +187,8 @@ class SSLMethod(Method):
             return stats
         labels = torch.zeros(self.memory.num_slots, dtype=torch.int64)
         if self.dist.is_main:
-            result = self.labeler(self.memory.combined(), self.memory.slot_images)
+            # the one host copy of the memory per epoch
+            result = self.labeler(self.memory.combined().cpu(), self.memory.slot_images.cpu())
             labels = torch.from_numpy(np.asarray(result.labels, dtype=np.int64))
             stats.update({f"pseudo/{k}": float(v) for k, v in result.stats.items()})
         self.memory.set_labels(self.dist.broadcast_tensor(labels))
@@ -194,11 +200,11 @@ class SSLMethod(Method):
         on, of the cluster labels, against the true ids (paper Fig. 4). Diagnostics only."""
         assert self.memory is not None
         out = {f"dml_{k}": v for k, v in multilabel_precision_recall(
-            self.memory.combined(), self.memory.slot_images, self.threshold(self.epoch),
+            self.memory.combined().cpu(), self.memory.slot_images.cpu(), self.threshold(self.epoch),
             slot_true_ids).items()}
         if self.params.use_cluster:
             out.update({f"cluster_{k}": v for k, v in pseudo_label_precision_recall(
-                self.memory.labels.numpy(), slot_true_ids).items()})
+                self.memory.labels.cpu().numpy(), slot_true_ids).items()})
         return out
 
     # ------------------------------------------------------------------ training
@@ -220,8 +226,8 @@ class SSLMethod(Method):
                                                     memory.combined().to(device), labels,
                                                     p.temperature, p.top_percent))
             if p.use_quaduplet:
-                roi_labels = torch.full_like(slots, BACKGROUND)
-                roi_labels[positive] = labels[slots[positive]] if p.use_cluster else slots[positive]
+                roi_classes = labels[slots.clamp(min=0)] if p.use_cluster else slots
+                roi_labels = torch.where(positive, roi_classes, torch.full_like(slots, BACKGROUND))
                 losses.update(quaduplet_loss(out.roi_embeddings, roi_labels, p.quaduplet_margin,
                                              p.bg_weight))
 
@@ -247,7 +253,10 @@ class SSLMethod(Method):
                                          p.delta, p.neg_ratio, p.reduction)["loss_multilabel"]
             losses["loss_dml_inst"] = inst_loss
             losses["loss_dml_scale"] = scale_loss
-        pending = {"slots": gt_slots, "inst": inst.detach(), "scale": scale_feats.detach()}
+        # GT boxes of a distributed sampler's padding repeats do not update the memory
+        update = memory_update_mask(batch, out.gt_image)
+        pending = {"slots": gt_slots[update], "inst": inst.detach()[update],
+                   "scale": scale_feats.detach()[update]}
         return StepOutput(losses, pending=pending)
 
     def after_step(self, pending: dict[str, Any]) -> None:
