@@ -1,9 +1,15 @@
 """The search web page and its JSON API (stdlib ``http.server``; API in docs/search.md).
 
-Safety: binds to 127.0.0.1 by default; images are served by index image id only (the path comes
-from the index and must resolve inside the indexed folder), never from a client-given path;
-uploads are limited in size (``max_upload_bytes``) and must decode as an image with PIL; they are
-kept in memory only (the last ``max_uploads``).
+Safety (docs/search.md "Safety"): binds to 127.0.0.1 by default; answers only requests whose
+``Host`` is in the allow-list (the bind address, ``localhost``, 127.0.0.1, ``::1`` and
+``--allowed-host`` names) against DNS rebinding; POSTs must be same-origin and carry a JSON
+(search) or image (upload) content type; images are served by index image id only (the path
+comes from the index and must resolve inside the indexed folder), never from a client-given
+path; uploads are limited in bytes and in declared pixels (checked before decoding), downscaled
+on receipt and kept in memory in a store bounded in bytes; JSON bodies are limited in size and
+nesting depth, numbers must be finite; reading a request (headers and body) has a deadline, and
+at most ``max_connections`` connections are served at once. Checks: search/http_checks.py,
+uploads: search/uploads.py.
 """
 
 from __future__ import annotations
@@ -11,9 +17,10 @@ from __future__ import annotations
 import io
 import json
 import re
-import secrets
+import socket
 import threading
-from collections import OrderedDict
+import time
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -24,35 +31,55 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from personsearch.errors import PersonSearchError
-from personsearch.search.query import search_with_image, search_with_person
+from personsearch.search.http_checks import (
+    RequestRefused,
+    allowed_host_names,
+    check_content_type,
+    check_host,
+    check_same_origin,
+    finite_number,
+    parse_json_object,
+)
+from personsearch.search.query import WEIGHTINGS, search_with_image, search_with_person
 from personsearch.search.store import GalleryStore
+from personsearch.search.uploads import UploadStore, decode_upload
 
+ApiError = RequestRefused  # an error answered as JSON {"error": message} with its status
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-MAX_JSON_BYTES = 64 * 1024
-MAX_PIXELS = 50_000_000
+MAX_UPLOAD_PIXELS = 24_000_000
+UPLOAD_STORE_BYTES = 128 * 1024 * 1024
 STATIC_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
                 "style.css": "text/css; charset=utf-8"}
+JSON_TYPES = ("application/json",)
+UPLOAD_TYPES = ("image/*", "application/octet-stream")
+# the page's scripts, styles and images all come from this server; it may not be framed
+PAGE_POLICY = "default-src 'self'; img-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
 
-class ApiError(Exception):
-    def __init__(self, status: HTTPStatus, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+@dataclass(frozen=True)
+class HttpLimits:
+    """Limits of the HTTP layer (the defaults are the ``serve`` defaults)."""
+
+    request_timeout_s: float = 30.0  # reading one request (line, headers, body) and idle keep-alive
+    write_timeout_s: float = 30.0  # each send of an answer
+    max_connections: int = 32  # served at once; more get 503 at once
+    max_json_bytes: int = 64 * 1024
+    max_json_depth: int = 16
+    upload_slots: int = 2  # uploads read and decoded at once (bounds their transient memory)
+    upload_slot_wait_s: float = 10.0
 
 
 class SearchApp:
     """State shared by the request handlers: the open index, the model (optional) and uploads."""
 
     def __init__(self, store: GalleryStore, embedder=None, max_upload_bytes: int = MAX_UPLOAD_BYTES,
-                 max_uploads: int = 16) -> None:
+                 max_upload_pixels: int = MAX_UPLOAD_PIXELS, upload_store_bytes: int = UPLOAD_STORE_BYTES) -> None:
         self.store = store
         self.embedder = embedder
         self.max_upload_bytes = int(max_upload_bytes)
-        self.max_uploads = int(max_uploads)
+        self.max_upload_pixels = int(max_upload_pixels)
         self.images_root = Path(store.settings.images_root).resolve()
-        self._uploads: OrderedDict[str, tuple[np.ndarray, bytes, str]] = OrderedDict()
-        self._uploads_lock = threading.Lock()
+        self.uploads = UploadStore(upload_store_bytes)
         self._model_lock = threading.Lock()
         self.static = {name: resources.files("personsearch.search").joinpath("static", name).read_bytes()
                        for name in STATIC_FILES}
@@ -73,33 +100,13 @@ class SearchApp:
     def add_upload(self, data: bytes) -> dict:
         if len(data) > self.max_upload_bytes:
             raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"upload is {len(data)} bytes, limit {self.max_upload_bytes}")
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                if image.width * image.height > MAX_PIXELS:
-                    raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"image of {image.width}x{image.height} pixels is too large")
-                image.load()
-                fmt = (image.format or "PNG").upper()
-                rgb = np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-            raise ApiError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "upload is not a readable image") from None
-        mime = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp",
-                "BMP": "image/bmp"}.get(fmt)
-        if mime is None:  # serve the browser a PNG re-encoding of formats it may not show
-            buffer = io.BytesIO()
-            Image.fromarray(rgb).save(buffer, format="PNG")
-            data, mime = buffer.getvalue(), "image/png"
-        upload_id = secrets.token_hex(8)
-        with self._uploads_lock:
-            self._uploads[upload_id] = (rgb, data, mime)
-            while len(self._uploads) > self.max_uploads:
-                self._uploads.popitem(last=False)
-        return {"upload_id": upload_id, "width": int(rgb.shape[1]), "height": int(rgb.shape[0])}
-
-    def upload(self, upload_id: str) -> tuple[np.ndarray, bytes, str]:
-        with self._uploads_lock:
-            if upload_id not in self._uploads:
-                raise ApiError(HTTPStatus.NOT_FOUND, f"no upload {upload_id!r} (uploads are kept in memory, the last {self.max_uploads})")
-            return self._uploads[upload_id]
+        settings = self.store.settings
+        upload = decode_upload(data, self.max_upload_pixels, settings.min_size, settings.max_size)
+        upload_id = self.uploads.add(upload)
+        height, width = upload.rgb.shape[:2]
+        return {"upload_id": upload_id, "width": width, "height": height,
+                "original_width": upload.original_size[0], "original_height": upload.original_size[1],
+                "scale": round(width / upload.original_size[0], 6)}
 
     # -------------------------------------------------------------- API
 
@@ -108,7 +115,8 @@ class SearchApp:
         return {"images": self.store.count_images(), "persons": self.store.count_persons(),
                 "index_type": settings.index_type, "embedding_dim": settings.embedding_dim,
                 "fingerprint": settings.fingerprint[:12], "method": settings.method,
-                "box_queries": self.embedder is not None, "max_upload_bytes": self.max_upload_bytes}
+                "box_queries": self.embedder is not None, "max_upload_bytes": self.max_upload_bytes,
+                "max_upload_pixels": self.max_upload_pixels}
 
     def list_images(self, query: dict) -> dict:
         offset = _int_param(query, "offset", 0, 0, 10**9)
@@ -126,21 +134,22 @@ class SearchApp:
     def search(self, body: dict) -> dict:
         top_k = _int_value(body.get("top", 10), "top", 1, 100)
         weighting = body.get("weighting", "score")
-        min_score = body.get("min_score", 0.0)
-        if not isinstance(min_score, (int, float)):
-            raise ApiError(HTTPStatus.BAD_REQUEST, "min_score must be a number")
-        options = {"top_k": top_k, "weighting": weighting, "min_score": float(min_score)}
+        if weighting not in WEIGHTINGS:
+            raise ApiError(HTTPStatus.BAD_REQUEST, f"weighting must be one of {', '.join(WEIGHTINGS)}")
+        min_score = finite_number(body.get("min_score", 0.0), "min_score", 0.0, 1.0)
+        options = {"top_k": top_k, "weighting": weighting, "min_score": min_score}
         if "person_id" in body:
             result = search_with_person(self.store, _int_value(body["person_id"], "person_id", 0, 2**62), **options)
             return result.to_json()
         if "image_id" not in body and "upload_id" not in body:
             raise ApiError(HTTPStatus.BAD_REQUEST, "give person_id, or box with image_id or upload_id")
         box = body.get("box")
-        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
+        if not (isinstance(box, list) and len(box) == 4):
             raise ApiError(HTTPStatus.BAD_REQUEST, "box must be [x1, y1, x2, y2] numbers")
+        box_values = [finite_number(v, "each box coordinate", -1e9, 1e9) for v in box]
         if self.embedder is None:
             raise ApiError(HTTPStatus.CONFLICT, "box queries need the model: start the server with --checkpoint")
-        box_array = np.asarray(box, dtype=np.float32)
+        box_array = np.asarray(box_values, dtype=np.float32)
         if "image_id" in body:
             image_id = _int_value(body["image_id"], "image_id", 0, 2**62)
             path, row = self.image_path(image_id)
@@ -148,11 +157,9 @@ class SearchApp:
 
             image = load_image(path)
             where, digest = row.rel_path, row.sha256
-        elif "upload_id" in body:
-            image, _, _ = self.upload(str(body["upload_id"]))
-            where, digest = "upload", None
         else:
-            raise ApiError(HTTPStatus.BAD_REQUEST, "give person_id, or box with image_id or upload_id")
+            image = self.uploads.get(str(body["upload_id"])).rgb
+            where, digest = "upload", None
         with self._model_lock:
             result = search_with_image(self.store, self.embedder, image, box_array, where=where,
                                        image_sha256=digest, **options)
@@ -183,21 +190,61 @@ _IMAGE_ROUTE = re.compile(r"^/api/images/(\d{1,18})(/persons)?$")
 _UPLOAD_ROUTE = re.compile(r"^/api/uploads/([0-9a-f]{16})$")
 
 
+class _DeadlineReader(io.RawIOBase):
+    """The socket's reads for ``Handler.rfile``: each ``recv`` may wait only until the handler's
+    ``read_deadline``, so a client that stalls (or trickles) a request line, headers or body
+    frees its thread when the deadline passes (TimeoutError)."""
+
+    def __init__(self, connection: socket.socket, handler: "Handler") -> None:
+        self._connection = connection
+        self._handler = handler
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        remaining = self._handler.read_deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("reading the request took too long")
+        self._connection.settimeout(remaining)
+        return self._connection.recv_into(buffer)
+
+
 class Handler(BaseHTTPRequestHandler):
     app: SearchApp  # set on the subclass made by make_server
     server_version = "personsearch"
     protocol_version = "HTTP/1.1"
+    read_deadline = 0.0
+
+    def version_string(self) -> str:  # no Python or library version in the Server header
+        return self.server_version
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self), buffer_size=64 * 1024)
+
+    def handle_one_request(self) -> None:
+        # the deadline covers waiting for the request (keep-alive idle), its headers and its body
+        self.read_deadline = time.monotonic() + self.server.limits.request_timeout_s
+        super().handle_one_request()
 
     def log_message(self, format: str, *args) -> None:  # quiet unless asked
         if getattr(self.server, "verbose", False):
             super().log_message(format, *args)
 
     def _send(self, status: int, body: bytes, content_type: str, extra: dict | None = None) -> None:
+        self.connection.settimeout(self.server.limits.write_timeout_s)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Cache-Control", "no-store")
+        self.send_header("Cross-Origin-Resource-Policy", "same-origin")
+        self.send_header("Referrer-Policy", "no-referrer")
+        if content_type.startswith("text/html"):
+            self.send_header("Content-Security-Policy", PAGE_POLICY)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         for key, value in (extra or {}).items():
             self.send_header(key, value)
         self.end_headers()
@@ -209,13 +256,17 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method) -> None:
         try:
+            check_host(self.headers.get("Host"), self.server.allowed_hosts)
             method()
-        except ApiError as error:
+        except RequestRefused as error:
             self._json(error.status, {"error": error.message})
         except PersonSearchError as error:
             self._json(HTTPStatus.BAD_REQUEST, {"error": str(error)})
+        except (ConnectionError, TimeoutError):  # the client went away or stopped reading
+            self.close_connection = True
         except Exception as error:  # never a traceback to the client; log it here
             self.log_error("internal error: %r", error)
+            self.close_connection = True
             self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error ({type(error).__name__})"})
 
     def do_GET(self) -> None:
@@ -247,8 +298,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._send_image(image_id, query)
         match = _UPLOAD_ROUTE.match(path)
         if match:
-            _, data, mime = app.upload(match.group(1))
-            return self._send(200, data, mime)
+            upload = app.uploads.get(match.group(1))
+            return self._send(200, upload.encoded, upload.mime)
         raise ApiError(HTTPStatus.NOT_FOUND, "not found")
 
     def _send_image(self, image_id: int, query: dict) -> None:
@@ -259,50 +310,121 @@ class Handler(BaseHTTPRequestHandler):
                 fmt = (image.format or "").upper()
                 if max_side == 0 and fmt in ("JPEG", "PNG", "GIF", "WEBP", "BMP"):
                     return self._send(200, file_path.read_bytes(), f"image/{fmt.lower()}")
+                if max_side:
+                    image.draft("RGB", (max_side, max_side))
                 image = image.convert("RGB")
                 if max_side:
                     image.thumbnail((max_side, max_side))
                 buffer = io.BytesIO()
                 image.save(buffer, format="JPEG", quality=85)
-        except (OSError, UnidentifiedImageError):
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError):
             raise ApiError(HTTPStatus.NOT_FOUND, f"image {image_id} cannot be read") from None
         return self._send(200, buffer.getvalue(), "image/jpeg")
 
     def _read_body(self, limit: int) -> bytes:
         length_text = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding") is not None:
+            self.close_connection = True
+            raise ApiError(HTTPStatus.LENGTH_REQUIRED, "chunked bodies are not accepted: send Content-Length")
         if length_text is None:
+            self.close_connection = True
             raise ApiError(HTTPStatus.LENGTH_REQUIRED, "Content-Length required")
         try:
             length = int(length_text)
         except ValueError:
-            raise ApiError(HTTPStatus.BAD_REQUEST, "bad Content-Length") from None
+            length = -1
         if length < 0:
+            self.close_connection = True
             raise ApiError(HTTPStatus.BAD_REQUEST, "bad Content-Length")
         if length > limit:
             self.close_connection = True  # do not read (or keep) a body we refuse
             raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"request body of {length} bytes exceeds the limit of {limit}")
-        return self.rfile.read(length)
+        try:
+            data = self.rfile.read(length)
+        except TimeoutError:
+            self.close_connection = True
+            raise ApiError(HTTPStatus.REQUEST_TIMEOUT, "the request body did not arrive in time") from None
+        if len(data) < length:
+            self.close_connection = True
+            raise ApiError(HTTPStatus.BAD_REQUEST, f"the request body ended after {len(data)} of {length} bytes")
+        return data
 
     def _post(self) -> None:
         path = urlsplit(self.path).path
+        if path not in ("/api/uploads", "/api/search"):
+            raise ApiError(HTTPStatus.NOT_FOUND, "not found")
+        try:
+            check_same_origin(self.headers, self.headers.get("Host", ""))
+            check_content_type(self.headers.get("Content-Type"), UPLOAD_TYPES if path == "/api/uploads" else JSON_TYPES)
+        except RequestRefused:
+            self.close_connection = True  # its body is left unread
+            raise
+        limits = self.server.limits
         if path == "/api/uploads":
-            data = self._read_body(self.app.max_upload_bytes)
-            return self._json(201, self.app.add_upload(data))
-        if path == "/api/search":
-            raw = self._read_body(MAX_JSON_BYTES)
+            if not self.server.upload_slots.acquire(timeout=limits.upload_slot_wait_s):
+                self.close_connection = True
+                raise ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "too many uploads at once; try again")
             try:
-                body = json.loads(raw or b"{}")
-            except (ValueError, UnicodeDecodeError):
-                raise ApiError(HTTPStatus.BAD_REQUEST, "body is not JSON") from None
-            if not isinstance(body, dict):
-                raise ApiError(HTTPStatus.BAD_REQUEST, "body must be a JSON object")
-            return self._json(200, self.app.search(body))
-        raise ApiError(HTTPStatus.NOT_FOUND, "not found")
+                data = self._read_body(self.app.max_upload_bytes)
+                answer = self.app.add_upload(data)
+                del data
+            finally:
+                self.server.upload_slots.release()
+            return self._json(201, answer)
+        body = parse_json_object(self._read_body(limits.max_json_bytes), limits.max_json_depth)
+        return self._json(200, self.app.search(body))
 
 
-def make_server(app: SearchApp, host: str = "127.0.0.1", port: int = 8000, verbose: bool = False) -> ThreadingHTTPServer:
+class SearchServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``limits.max_connections`` at once (more are answered
+    503 and closed without a thread)."""
+
+    daemon_threads = True
+
+    def __init__(self, address, handler, allowed_hosts: frozenset[str], limits: HttpLimits, verbose: bool) -> None:
+        self.allowed_hosts = allowed_hosts
+        self.limits = limits
+        self.verbose = verbose
+        self.connection_slots = threading.BoundedSemaphore(limits.max_connections)
+        self.upload_slots = threading.BoundedSemaphore(limits.upload_slots)
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address) -> None:
+        if not self.connection_slots.acquire(blocking=False):
+            body = b'{"error": "too many connections; try again"}'
+            try:
+                request.settimeout(1.0)
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nServer: personsearch\r\n"
+                                b"Content-Type: application/json\r\nConnection: close\r\n"
+                                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.connection_slots.release()
+            raise
+
+    def handle_error(self, request, client_address) -> None:
+        """A connection that failed outside a request's handling (reset, broken pipe): one
+        line with --verbose, nothing otherwise (never a traceback)."""
+        if self.verbose:
+            import sys
+
+            print(f"connection from {client_address[0]} failed: {sys.exc_info()[1]!r}", file=sys.stderr)
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.connection_slots.release()
+
+
+def make_server(app: SearchApp, host: str = "127.0.0.1", port: int = 8000, verbose: bool = False,
+                allowed_hosts: tuple[str, ...] | list[str] = (), limits: HttpLimits | None = None) -> SearchServer:
+    """The server for ``app`` on ``host:port``; requests must name ``host``, a loopback name
+    or one of ``allowed_hosts`` in their Host header."""
     handler = type("BoundHandler", (Handler,), {"app": app})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    server.verbose = verbose
-    return server
+    return SearchServer((host, port), handler, allowed_host_names(host, allowed_hosts), limits or HttpLimits(), verbose)
