@@ -66,8 +66,8 @@ def crop_and_resize(images: Tensor, rois: Tensor, size: tuple[int, int]) -> Tens
     (RoIAlign at stride 1, aligned)."""
     if rois.numel() == 0:
         return images.new_zeros((0, images.shape[1], *size))
-    return roi_align(images, rois.to(images.dtype), size, spatial_scale=1.0, sampling_ratio=2,
-                     aligned=True)
+    return roi_align(images, rois.float(), size, spatial_scale=1.0, sampling_ratio=2,
+                     aligned=True)  # boxes stay float32 whatever the image dtype
 
 
 def original_scale_crops(images: Tensor, boxes: Tensor, min_side: int = 32

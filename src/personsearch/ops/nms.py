@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from personsearch.ops._torchvision import compiled_ops
+from personsearch.ops._torchvision import chunk_budget, compiled_ops, warn_if_slow_fallback
 
 __all__ = ["nms", "batched_nms"]
 
@@ -111,7 +111,7 @@ def _suppressed_by(kept: Tensor, kept_categories: Tensor | None, rest: Tensor,
     suppressed = torch.zeros(rest.shape[0], dtype=torch.bool, device=rest.device)
     if kept.shape[0] == 0:
         return suppressed
-    step = max(1, _PAIR_CHUNK // kept.shape[0])
+    step = max(1, chunk_budget(_PAIR_CHUNK, rest.device) // kept.shape[0])
     for start in range(0, rest.shape[0], step):
         hit = _iou_exceeds(kept, rest[start:start + step], iou_threshold)
         if kept_categories is not None:
@@ -224,6 +224,7 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     ops = compiled_ops()
     if ops is not None:
         return ops.nms(boxes, scores, float(iou_threshold))
+    warn_if_slow_fallback(boxes.device)
     return _pure_nms(boxes, scores, iou_threshold, None)
 
 

@@ -45,11 +45,13 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from personsearch.ops._torchvision import compiled_ops
+from personsearch.amp import autocast_off
+from personsearch.ops._torchvision import chunk_budget, compiled_ops, warn_if_slow_fallback
 
 __all__ = ["roi_align", "roi_sample_bins"]
 
-#: Upper bound on the elements of one chunk's gathered windows (rows x window pixels x C).
+#: Upper bound on the elements of one chunk's gathered windows (rows x window pixels x C) on
+#: the CPU; ``chunk_budget`` scales it up on CUDA.
 _CHUNK_ELEMENTS = 1 << 24
 
 
@@ -328,7 +330,7 @@ def _pool_separable(
     def work(num_rows: int, num_cols: int) -> int:  # window + row-pooled + pooled elements
         return (num_rows * num_cols + out_h * num_cols + out_h * out_w) * channels
 
-    pieces = _chunks(rows, cols, work, _CHUNK_ELEMENTS)
+    pieces = _chunks(rows, cols, work, chunk_budget(_CHUNK_ELEMENTS, flat_map.device))
     order = torch.cat(pieces)
     # windows of all RoIs in chunk order, padded to the largest; chunks slice them
     max_rows = max(int(rows.max()), 1)
@@ -437,13 +439,23 @@ def roi_align(
 ) -> Tensor:
     """RoIAlign: features [B, C, H, W], rois [K, 5] -> [K, C, h, w] (differentiable in features).
 
+    The RoI coordinates are used in float32 (or float64) whatever the feature dtype or autocast
+    state; the output has the features' dtype.
+
     ``sampling_ratio`` <= 0 means adaptive: ceil(roi_size / output_size) samples per bin side.
     """
     _check_rois(features, rois)
     out_h, out_w = _pair(output_size)
     ops = compiled_ops()
     if ops is not None:
-        return ops.roi_align(
-            features, rois.to(features.dtype), float(spatial_scale), out_h, out_w, int(sampling_ratio), bool(aligned)
-        )
+        # The compiled kernel wants one dtype for both. Boxes never go below float32 (bf16
+        # puts 1499.3 px on 1496); a half-precision map is pooled in float32 and cast back.
+        compute_dtype = features.dtype if features.dtype in (torch.float32, torch.float64) else torch.float32
+        with autocast_off(features.device.type):
+            pooled = ops.roi_align(
+                features.to(compute_dtype), rois.to(compute_dtype), float(spatial_scale), out_h, out_w,
+                int(sampling_ratio), bool(aligned),
+            )
+        return pooled.to(features.dtype)
+    warn_if_slow_fallback(features.device)
     return roi_sample_bins(features, rois, (out_h, out_w), spatial_scale, sampling_ratio, aligned)
