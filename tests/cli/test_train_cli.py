@@ -73,8 +73,11 @@ def test_train_writes_outputs_and_resumes(tmp_path, dataset, toys, capsys):
     assert main(["train", str(config), "--out", str(out)]) == 2
     assert "already holds a training run" in capsys.readouterr().err
 
-    # --resume with more epochs continues from the checkpoint
-    assert main(["train", str(config), "--out", str(out), "--resume", "--set", "solver.epochs=2"]) == 0
+    # --resume with more epochs: a config change, refused unless allowed (tests/cli/test_train_resume.py)
+    assert main(["train", str(config), "--out", str(out), "--resume", "--set", "solver.epochs=2"]) == 2
+    assert "solver.epochs (1 -> 2)" in capsys.readouterr().err
+    assert main(["train", str(config), "--out", str(out), "--resume", "--set", "solver.epochs=2",
+                 "--allow-config-change"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out.strip().splitlines()[-1])["iteration"] == 2 * iters_per_epoch
     assert "solver.epochs" in captured.err  # the config change is reported

@@ -1,9 +1,17 @@
-"""``personsearch train CONFIG [--set KEY=VALUE ...] [--resume] [--out DIR]``
+"""``personsearch train CONFIG [--set KEY=VALUE ...] [--out DIR] [--resume | --resume-from
+CHECKPOINT] [--allow-config-change]``
 
 Builds the training data, the model (``build_model(**model_kwargs(cfg))``), the method
 (``build_method(cfg.method.name, **cfg.method.params)``) and the trainer, and trains. Writes
-``<out>/config.yaml``, ``<out>/checkpoints/last.pt`` (+ ``epoch_NNN.pt``) and
-``<out>/metrics.jsonl``. Multi-process: ``torchrun --nproc-per-node N -m personsearch.cli.main
+``<out>/config.yaml``, ``<out>/checkpoints/last.pt`` (+ ``epoch_NNN.pt``),
+``<out>/metrics.jsonl``, ``<out>/dataset.json`` (what identifies the training split) and
+``<out>/run_log.jsonl`` (one line per start / resume, with any accepted config change).
+
+Resume continues with the run's saved config (the checkpoint's), never the CONFIG file's: a
+``--set`` value that differs from it is refused, listing the keys, unless
+``--allow-config-change`` (then recorded in the run log); a different training split (another
+``data.root`` / ``data.format``, or a dataset changed on disk) is always refused, because the
+memory banks have one row per training box of the run's dataset. Multi-process: ``torchrun --nproc-per-node N -m personsearch.cli.main
 train CONFIG`` (gloo on CPU, nccl on CUDA).
 """
 
@@ -25,20 +33,162 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override a config value, e.g. --set solver.lr=0.002 (repeatable)",
     )
     parser.add_argument("--resume", action="store_true",
-                        help="continue from <out>/checkpoints/last.pt")
+                        help="continue the run in --out from its checkpoints/last.pt, with the "
+                             "run's saved config")
+    parser.add_argument("--resume-from", metavar="CHECKPOINT", default=None,
+                        help="continue the run in --out from this checkpoint instead of last.pt "
+                             "(e.g. an epoch_NNN.pt when last.pt is damaged); implies --resume")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="with --resume: accept --set values that differ from the run's "
+                             "saved config (recorded in <out>/run_log.jsonl)")
     parser.add_argument("--out", default=None, help="output folder (overrides train.out_dir)")
 
 
-def _config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for key in sorted(set(old) | set(new)):
+_MISSING = object()
+DATASET_KEYS = ("data.format", "data.root")
+RUN_LOG = "run_log.jsonl"
+DATASET_FILE = "dataset.json"
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> dict[str, tuple]:
+    """Dotted key -> (old value, new value) for every leaf that differs (missing = None)."""
+    changes: dict[str, tuple] = {}
+    for key in sorted(set(old) | set(new), key=str):
         name = f"{prefix}{key}"
-        a, b = old.get(key), new.get(key)
+        a, b = old.get(key, _MISSING), new.get(key, _MISSING)
         if isinstance(a, dict) and isinstance(b, dict):
-            keys += _config_differences(a, b, name + ".")
+            changes.update(config_differences(a, b, name + "."))
         elif a != b:
-            keys.append(name)
-    return keys
+            changes[name] = (None if a is _MISSING else a, None if b is _MISSING else b)
+    return changes
+
+
+def _format_changes(changes: dict[str, tuple]) -> str:
+    return ", ".join(f"{key} ({json.dumps(a)} -> {json.dumps(b)})" for key, (a, b) in changes.items())
+
+
+def dataset_signature(fmt: str, root: str, records) -> dict:
+    """What identifies a training split: counts and a sha256 of every image name and box, in
+    order (the memory-bank slots follow it). ``root`` is recorded but not hashed, so a dataset
+    moved elsewhere keeps its signature."""
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256()
+    boxes = 0
+    for record in records:
+        record_boxes = np.ascontiguousarray(np.asarray(record.boxes, np.float32).reshape(-1, 4))
+        boxes += len(record_boxes)
+        digest.update(record.image_name.encode("utf-8") + b"\0")
+        digest.update(record_boxes.tobytes())
+    return {"format": fmt, "root": str(root), "images": len(records), "boxes": int(boxes),
+            "sha256": digest.hexdigest()}
+
+
+def append_run_log(out_dir: Path, event: dict) -> None:
+    """One JSON line per start / resume in ``<out>/run_log.jsonl`` (appended, flushed)."""
+    from datetime import datetime, timezone
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), **event}
+    with open(out_dir / RUN_LOG, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
+
+
+def _resume_command(args, checkpoint: Path, out_dir: Path) -> str:
+    import shlex
+
+    parts = ["personsearch", "train", args.config, "--out", str(out_dir), "--resume-from",
+             str(checkpoint)]
+    for override in args.overrides:
+        parts += ["--set", override]
+    if args.allow_config_change:
+        parts.append("--allow-config-change")
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def resume_config(args, file_cfg, checkpoint: Path):
+    """The config a resumed run continues with: the checkpoint's saved config plus the
+    ``--set`` overrides, which may only change it with ``--allow-config-change``; a dataset
+    change is refused. Returns (cfg, accepted changes {key: (old, new)})."""
+    from personsearch.config import check_method_params, config_from_dict, config_to_dict
+    from personsearch.engine.checkpoint import CorruptCheckpointError, load_checkpoint
+    from personsearch.errors import CheckpointError, ConfigError
+
+    out_dir = Path(file_cfg.train.out_dir)
+    try:
+        state = load_checkpoint(checkpoint)
+    except CorruptCheckpointError as error:
+        if error.intact is None:
+            raise
+        raise CheckpointError(f"{error}; to resume from it: "
+                              f"{_resume_command(args, error.intact, out_dir)}") from None
+    saved = state.get("config")
+    if not isinstance(saved, dict) or not saved:
+        raise CheckpointError(f"{checkpoint}: holds no saved config, so the run cannot be "
+                              f"resumed with the config it was trained with")
+    try:
+        saved_cfg = config_from_dict(saved)
+    except ConfigError as error:
+        raise CheckpointError(f"{checkpoint}: its saved config no longer loads ({error})") from None
+    saved = config_to_dict(saved_cfg)
+    # the run folder is where it is now, whatever it was called when the run started
+    location = [f"train.out_dir={json.dumps(str(out_dir))}"]
+    try:
+        cfg = config_from_dict(saved, list(args.overrides) + location)
+        check_method_params(cfg)
+    except ConfigError as error:
+        raise ConfigError(f"--set on the saved config of {checkpoint}: {error}") from None
+    reference = config_to_dict(config_from_dict(saved, location))
+    changes = config_differences(reference, config_to_dict(cfg))
+    file_changes = {k: v for k, v in config_differences(
+        reference, config_to_dict(file_cfg)).items() if k not in changes}
+    if file_changes:
+        print(f"personsearch train: note: {args.config} differs from the run's saved config in "
+              f"{', '.join(file_changes)}; the saved config is used (see {out_dir / 'config.yaml'})",
+              file=sys.stderr)
+    dataset_changes = {k: v for k, v in changes.items() if k in DATASET_KEYS}
+    if dataset_changes and not args.allow_config_change:
+        raise ConfigError(
+            f"{out_dir}: the run was trained on the {saved['data']['format']} dataset at "
+            f"{saved['data']['root']}; resuming it on another dataset "
+            f"({_format_changes(dataset_changes)}) is refused: its memory banks have one row per "
+            f"training box of that dataset. Start a new run with --out (or, if the same dataset "
+            f"has only moved, add --allow-config-change: its content is checked)")
+    if changes and not args.allow_config_change:
+        raise ConfigError(
+            f"{out_dir}: --set differs from the run's saved config in {len(changes)} key(s): "
+            f"{_format_changes(changes)}. A resumed run keeps its config; pass "
+            f"--allow-config-change to continue with these values (recorded in "
+            f"{out_dir / RUN_LOG}), or start a new run with --out")
+    return cfg, changes
+
+
+def check_dataset_identity(out_dir: Path, signature: dict) -> None:
+    """ConfigError when the training split differs from the one the run started with
+    (``<out>/dataset.json``; a run from before that file existed is not checked)."""
+    from personsearch.errors import ConfigError
+
+    path = out_dir / DATASET_FILE
+    if not path.is_file():
+        return
+    try:
+        started = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"{path}: unreadable ({error}); it identifies the run's dataset") from None
+    keys = ("format", "images", "boxes", "sha256")
+    if any(started.get(k) != signature[k] for k in keys):
+        raise ConfigError(
+            f"{out_dir}: a different dataset: the run was trained on the {started.get('format')} "
+            f"training split at {started.get('root')} ({started.get('images')} images, "
+            f"{started.get('boxes')} boxes), but {signature['root']} holds "
+            f"{signature['images']} images, {signature['boxes']} boxes"
+            + (" (same counts, different names or boxes)"
+               if (started.get("images"), started.get("boxes")) == (signature["images"], signature["boxes"])
+               else "")
+            + "; a run resumes only on the dataset it was trained on (start a new run with --out)")
 
 
 def build_evaluate(cfg, device):
@@ -113,20 +263,26 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     out_dir = Path(cfg.train.out_dir)
     last = out_dir / "checkpoints" / "last.pt"
-    if args.resume and not last.is_file():
-        raise CheckpointError(f"{last}: nothing to resume (no checkpoint in {out_dir})")
-    if not args.resume and last.is_file():
+    resume_from = Path(args.resume_from) if args.resume_from else (last if args.resume else None)
+    if resume_from is not None and not resume_from.is_file():
+        raise CheckpointError(f"{resume_from}: nothing to resume (no checkpoint in {out_dir})"
+                              if resume_from == last else f"{resume_from}: checkpoint file not found")
+    if args.allow_config_change and resume_from is None:
+        raise ConfigError("--allow-config-change only applies with --resume / --resume-from")
+    if resume_from is None and last.is_file():
         raise ConfigError(
             f"{out_dir} already holds a training run ({last}); pass --resume to continue it "
             "or --out to start a new one"
         )
+    accepted_changes: dict = {}
+    if resume_from is not None:
+        cfg, accepted_changes = resume_config(args, cfg, resume_from)
     if not cfg.data.root:
         raise ConfigError("data.root: the dataset folder is not set (--set data.root=PATH)")
 
     from personsearch.data import load_split
     from personsearch.data.loader import build_train_loader
     from personsearch.data.splits import slot_offsets
-    from personsearch.engine.checkpoint import load_checkpoint
     from personsearch.engine.distributed import cleanup_distributed, init_distributed
     from personsearch.engine.trainer import Trainer, seed_everything
     import personsearch.methods  # noqa: F401  (method modules may register themselves)
@@ -136,14 +292,15 @@ def run(args: argparse.Namespace) -> int:
     dist = init_distributed(cfg.train.device)
     try:
         config_dict = config_to_dict(cfg)
-        if args.resume and dist.is_main:
-            saved = load_checkpoint(last).get("config", {})
-            changed = _config_differences(saved, config_dict)
-            if changed:
-                print(f"personsearch train: note: config differs from the checkpoint's in: "
-                      f"{', '.join(changed)}", file=sys.stderr)
         seed_everything(cfg.train.seed)
         records = load_split(cfg.data.format, cfg.data.root, "train")
+        signature = dataset_signature(cfg.data.format, cfg.data.root, records)
+        if resume_from is not None:
+            check_dataset_identity(out_dir, signature)
+            if any(k in DATASET_KEYS for k in accepted_changes) and not (out_dir / DATASET_FILE).is_file():
+                raise ConfigError(f"{out_dir}: the run has no {DATASET_FILE} (it predates it), "
+                                  f"so a moved dataset cannot be checked; a run resumes on the "
+                                  f"dataset path it was trained with")
         mask_loader = None
         if cfg.data.masks:
             from personsearch.data.masks import load_person_masks
@@ -174,7 +331,20 @@ def run(args: argparse.Namespace) -> int:
         )
         if dist.is_main:
             atomic_write_text(out_dir / "config.yaml", dump_config(cfg))
-        result = trainer.train(resume=args.resume)
+            atomic_write_text(out_dir / DATASET_FILE, json.dumps(signature, indent=1))
+            if resume_from is None:
+                append_run_log(out_dir, {"event": "start", "config_file": str(args.config),
+                                         "overrides": list(args.overrides)})
+            else:
+                append_run_log(out_dir, {"event": "resume", "checkpoint": str(resume_from),
+                                         "overrides": list(args.overrides),
+                                         "config_changes": {k: {"from": a, "to": b} for k, (a, b)
+                                                            in accepted_changes.items()}})
+                if accepted_changes:
+                    print(f"personsearch train: continuing with config changes "
+                          f"{_format_changes(accepted_changes)} (recorded in {out_dir / RUN_LOG})",
+                          file=sys.stderr)
+        result = trainer.train(resume=resume_from if resume_from is not None else False)
         if dist.is_main:
             print(json.dumps(result))
     finally:

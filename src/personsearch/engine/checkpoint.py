@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -73,16 +75,77 @@ def save_checkpoint(path: str | Path, state: dict) -> Path:
     return path
 
 
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format (a zip archive) since PyTorch 1.6
+
+
+def _load_problem(path: Path, error: BaseException) -> str:
+    """Why ``torch.load`` failed, in our words: torch's own messages for these cases advise
+    loading with ``weights_only=False`` (arbitrary code execution), which we never repeat."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(len(ZIP_MAGIC))
+    except OSError as os_error:
+        return f"cannot read the file ({os_error.strerror or os_error})"
+    if size == 0:
+        return "the file is empty (0 bytes): its write was interrupted or it was truncated"
+    if head != ZIP_MAGIC:
+        return (f"not a checkpoint written by personsearch ({size} bytes that are not a PyTorch "
+                f"zip archive)")
+    if isinstance(error, pickle.UnpicklingError):
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+        what = f" (e.g. {found.group(1)})" if found else ""
+        return (f"holds Python objects{what} besides tensors, numbers, strings and plain "
+                f"containers; such files are never unpickled (a personsearch checkpoint holds "
+                f"none)")
+    return f"the file is truncated or corrupt ({type(error).__name__} while reading its archive)"
+
+
+def checkpoint_candidates(folder: Path, exclude: Path | None = None) -> list[Path]:
+    """The ``*.pt`` files of ``folder``, newest first (modification time, then name)."""
+    files = [f for f in folder.glob("*.pt") if f.is_file() and (exclude is None or f != exclude)]
+    return sorted(files, key=lambda f: (f.stat().st_mtime, f.name), reverse=True)
+
+
+def newest_intact_checkpoint(path: str | Path) -> Path | None:
+    """The newest checkpoint beside ``path`` (same folder, ``path`` itself excluded) that
+    loads, or None."""
+    path = Path(path)
+    for candidate in checkpoint_candidates(path.parent, exclude=path):
+        try:
+            state = torch.load(candidate, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - any failure means "not intact"
+            continue
+        if isinstance(state, dict):
+            return candidate
+    return None
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint file that cannot be loaded; ``intact`` is the newest loadable checkpoint
+    beside it (or None), so a caller can say how to continue from it."""
+
+    def __init__(self, path: Path, problem: str, intact: Path | None) -> None:
+        self.path = path
+        self.problem = problem
+        self.intact = intact
+        hint = (f"; the newest intact checkpoint beside it is {intact}" if intact is not None
+                else "; no intact checkpoint lies beside it")
+        super().__init__(f"{path}: cannot load checkpoint: {problem}{hint}")
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint with ``weights_only=True``; CheckpointError naming the file when it
-    is missing, truncated or holds objects other than tensors and plain containers."""
+    is missing, truncated or holds objects other than tensors and plain containers (a
+    :class:`CorruptCheckpointError` that names the newest intact checkpoint beside it)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises many types for a corrupt file
-        raise CheckpointError(f"{path}: cannot load checkpoint ({type(error).__name__}: {error})") from None
+        raise CorruptCheckpointError(path, _load_problem(path, error),
+                                     newest_intact_checkpoint(path)) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a personsearch checkpoint (top level is not a dict)")
     return state
