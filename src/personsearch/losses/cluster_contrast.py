@@ -20,6 +20,9 @@ descending, q = e_neg / sum(e_neg), and the rank r whose cumulative sum of q is 
 largest negative e are kept ("hard negatives carrying ~top_percent of the negative mass"), the
 rest dropped. p_y = e_y / (e_y + sum kept e_neg + 1e-6); loss = mean over RoIs of
 −log(p_y + 1e-6). The selection itself carries no gradient.
+
+Computed in float32 with autocast off (``personsearch.amp.float32_loss``), whatever the
+autocast dtype of the network that produced the inputs.
 """
 
 from __future__ import annotations
@@ -27,9 +30,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from personsearch.amp import float32_loss
+
 __all__ = ["cluster_contrast_loss"]
 
 
+@float32_loss
 def cluster_contrast_loss(
     feats: Tensor,
     slots: Tensor,

@@ -14,12 +14,17 @@ loss_kl  = KL(G || A) + KL(A || G), with A = f f^T, G = g g^T, both row-wise log
            reduction, i.e. averaged over all R*R matrix elements (as the official code);
            no side is detached. The caller applies the weight (0.1 in DICL).
 fuse_features(f, g) = (f + g) / 2, NOT re-normalised (DICL training and inference).
+
+Computed in float32 with autocast off (``personsearch.amp.float32_loss``), whatever the
+autocast dtype of the network that produced the inputs.
 """
 
 from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor
+
+from personsearch.amp import float32_loss
 
 __all__ = ["dicl_similarity_loss", "dicl_relation_kl_loss", "fuse_features"]
 
@@ -36,6 +41,7 @@ def _zero(roi_feats: Tensor, crop_feats_per_roi: Tensor) -> Tensor:
     return roi_feats.sum() * 0.0 + crop_feats_per_roi.sum() * 0.0
 
 
+@float32_loss
 def dicl_similarity_loss(roi_feats: Tensor, crop_feats_per_roi: Tensor) -> dict[str, Tensor]:
     """``{"loss_sim": mean over RoIs of (1 - f_r . g_k(r))}``; 0 (graph kept) when R = 0."""
     _check_pair(roi_feats, crop_feats_per_roi)
@@ -45,6 +51,7 @@ def dicl_similarity_loss(roi_feats: Tensor, crop_feats_per_roi: Tensor) -> dict[
     return {"loss_sim": (1.0 - cosine).mean()}
 
 
+@float32_loss
 def dicl_relation_kl_loss(roi_feats: Tensor, crop_feats_per_roi: Tensor) -> dict[str, Tensor]:
     """``{"loss_kl": KL(G||A) + KL(A||G)}`` on the row-softmaxed relation matrices."""
     _check_pair(roi_feats, crop_feats_per_roi)

@@ -18,6 +18,9 @@ kept, MMCL style: the max(1, floor(neg_ratio * |N_i|)) negatives of highest logi
 average runs over those (|N_i'| in the denominator). A row without positives (or without
 negatives) has no positive (negative) term. ``reduction="sum"`` sums L_i over the batch (the
 paper), ``"mean"`` averages over the batch (MMCL).
+
+Computed in float32 with autocast off (``personsearch.amp.float32_loss``), whatever the
+autocast dtype of the network that produced the inputs.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import math
 
 import torch
 from torch import Tensor
+
+from personsearch.amp import float32_loss
 
 __all__ = ["multilabel_loss"]
 
@@ -46,6 +51,7 @@ def _hard_negative_mask(logits: Tensor, negatives: Tensor, neg_ratio: float) -> 
     return keep & negatives
 
 
+@float32_loss
 def multilabel_loss(
     memory: Tensor,
     feats: Tensor,

@@ -18,6 +18,9 @@ term 2 (background): for each foreground anchor a,
     mean_a max(0, d_ap' − d_an' + margin)  (0 when the batch has no background RoI).
 loss_quaduplet = term1 + bg_weight · term2, and exactly 0 when fewer than 2 distinct
 foreground labels are present.
+
+Computed in float32 with autocast off (``personsearch.amp.float32_loss``), whatever the
+autocast dtype of the network that produced the inputs.
 """
 
 from __future__ import annotations
@@ -25,11 +28,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from personsearch.amp import float32_loss
+
 __all__ = ["quaduplet_loss", "BACKGROUND"]
 
 BACKGROUND = -2
 
 
+@float32_loss
 def quaduplet_loss(
     feats: Tensor,
     labels: Tensor,

@@ -20,12 +20,17 @@ With D(a, b) = ||a - b||^2 (squared Euclidean distance), for person i of image b
 B is the number of distinct images among ``image_ids`` (images without persons contribute
 nothing and are not counted). A person alone in its image has no negative: its hinge term is
 dropped and only the gamma term is kept (methods.md §3.3 [open], recommended default).
+
+Computed in float32 with autocast off (``personsearch.amp.float32_loss``), whatever the
+autocast dtype of the network that produced the inputs.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from personsearch.amp import float32_loss
 
 __all__ = ["scale_invariant_loss"]
 
@@ -44,6 +49,7 @@ def _check_inputs(inst: Tensor, exemplars: Tensor, image_ids: Tensor) -> None:
         raise ValueError(f"image_ids must be [P] = [{inst.shape[0]}], got shape {tuple(image_ids.shape)}")
 
 
+@float32_loss
 def scale_invariant_loss(
     inst: Tensor,
     exemplars: Tensor,
