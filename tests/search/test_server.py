@@ -313,6 +313,7 @@ def test_server_header_has_no_python_version(server):
     for path in ("/", "/api/info", "/nothing-here"):
         _, headers, _ = request(base + path)
         assert headers["Server"] == "personsearch", headers["Server"]
+    assert request(base + "/favicon.ico")[:3:2] == (204, b"")  # asked for by browsers: no 404 in their console
 
 
 def test_page_headers_forbid_framing_and_cross_origin_embedding(server):

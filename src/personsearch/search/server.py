@@ -281,6 +281,8 @@ class Handler(BaseHTTPRequestHandler):
         app = self.app
         if path in ("/", "/index.html"):
             return self._send(200, app.static["index.html"], STATIC_FILES["index.html"])
+        if path == "/favicon.ico":  # browsers ask for it; the page has none
+            return self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
         if path.startswith("/static/"):
             name = path[len("/static/"):]
             if name not in STATIC_FILES:  # a fixed set of names: no file system lookup at all

@@ -1,7 +1,20 @@
 // personsearch search page: pick or upload an image, drag a box, see ranked hits.
+//
+// The page reports what it is doing as data attributes on <body> (for tests and scripts, which
+// wait on them instead of on timing):
+//   data-info, data-gallery  "loading" -> "ready" | "error"
+//   data-query               "none" | "loading" | "ready" | "error"; data-query-source "image:ID" | "upload:ID"
+//   data-search              state of the latest search: "idle" | "running" | "done" | "error"
+//   data-searches            how many searches were started (a newer search supersedes an older one)
 "use strict";
 
-const state = { source: null, image: null, scale: 1, drag: null, box: null, offset: 0 };
+const state = { source: null, image: null, scale: 1, drag: null, box: null, offset: 0, searchSeq: 0, querySeq: 0 };
+const pageState = document.body.dataset;
+pageState.info = "loading";
+pageState.gallery = "loading";
+pageState.query = "none";
+pageState.search = "idle";
+pageState.searches = "0";
 const canvas = document.getElementById("query-canvas");
 const ctx = canvas.getContext("2d");
 const statusLine = document.getElementById("status");
@@ -32,6 +45,7 @@ async function loadInfo() {
   document.getElementById("info").textContent =
     `${info.images} images, ${info.persons} persons, ${info.index_type} index, model ${info.fingerprint}` +
     (info.box_queries ? "" : " (no model loaded: click a detected person to search)");
+  pageState.info = "ready";
 }
 
 async function loadGallery() {
@@ -52,21 +66,33 @@ async function loadGallery() {
   }
   state.offset += data.images.length;
   document.getElementById("more").hidden = state.offset >= data.total || data.images.length === 0;
+  pageState.gallery = "ready";
 }
 
 async function selectSource(source, url, imageId = null, box = null) {
-  state.source = source;
-  state.box = box;
-  state.persons = [];
-  state.image = await loadImage(url);
-  state.scale = Math.min(480 / state.image.width, 360 / state.image.height);
-  canvas.width = Math.round(state.image.width * state.scale);
-  canvas.height = Math.round(state.image.height * state.scale);
-  if (imageId !== null) {
-    state.persons = (await api(`/api/images/${imageId}/persons`)).persons;
+  const mine = ++state.querySeq;  // a later pick supersedes this one
+  pageState.query = "loading";
+  pageState.querySource = source.image_id !== undefined ? `image:${source.image_id}` : `upload:${source.upload_id}`;
+  state.image = null;  // no box can be drawn until the new image is shown
+  try {
+    const image = await loadImage(url);
+    const persons = imageId !== null ? (await api(`/api/images/${imageId}/persons`)).persons : [];
+    if (mine !== state.querySeq) return false;
+    Object.assign(state, { source, box, persons, image });
+    state.scale = Math.min(480 / image.width, 360 / image.height);
+    canvas.width = Math.round(image.width * state.scale);
+    canvas.height = Math.round(image.height * state.scale);
+    draw();
+    setStatus(box ? "" : "Drag a box around a person (or click a dashed detection).");
+    pageState.query = "ready";
+    return true;
+  } catch (error) {
+    if (mine === state.querySeq) {
+      pageState.query = "error";
+      setStatus(error.message, true);
+    }
+    return false;
   }
-  draw();
-  setStatus(box ? "" : "Drag a box around a person (or click a dashed detection).");
 }
 
 function draw() {
@@ -138,21 +164,30 @@ window.addEventListener("mouseup", (event) => {
 async function search(query) {
   const body = { ...query, top: Number(document.getElementById("top").value) || 10,
                  weighting: document.getElementById("cosine").checked ? "cosine" : "score" };
+  const mine = ++state.searchSeq;  // a later search supersedes this one
+  pageState.searches = String(mine);
+  pageState.search = "running";
   setStatus("searching…");
   try {
     const result = await api("/api/search", { method: "POST", headers: { "Content-Type": "application/json" },
                                                body: JSON.stringify(body) });
-    await showResults(result.hits);
+    if (mine !== state.searchSeq) return;
+    await showResults(result.hits, () => mine !== state.searchSeq);
+    if (mine !== state.searchSeq) return;
     setStatus(`${result.hits.length} hits`);
+    pageState.search = "done";
   } catch (error) {
+    if (mine !== state.searchSeq) return;
     setStatus(error.message, true);
+    pageState.search = "error";
   }
 }
 
-async function showResults(hits) {
+async function showResults(hits, superseded) {
   const results = document.getElementById("results");
   results.innerHTML = "";
   for (const hit of hits) {
+    if (superseded()) return;
     const card = document.createElement("div");
     card.className = "hit";
     card.dataset.personId = hit.person_id;
@@ -162,8 +197,9 @@ async function showResults(hits) {
     card.append(hitCanvas, caption);
     card.title = "search with this person";
     card.addEventListener("click", async () => {
-      await selectSource({ image_id: hit.image_id }, `/api/images/${hit.image_id}`, hit.image_id, hit.box);
-      search({ person_id: hit.person_id });
+      if (await selectSource({ image_id: hit.image_id }, `/api/images/${hit.image_id}`, hit.image_id, hit.box)) {
+        search({ person_id: hit.person_id });
+      }
     });
     results.appendChild(card);
     const image = await loadImage(`/api/images/${hit.image_id}`);
@@ -186,7 +222,9 @@ document.getElementById("upload").addEventListener("change", async (event) => {
   const file = event.target.files[0];
   if (!file) return;
   try {
-    const uploaded = await api("/api/uploads", { method: "POST", headers: { "Content-Type": file.type || "application/octet-stream" }, body: file });
+    // raw bytes with the file's image type (the server accepts image/* and application/octet-stream)
+    const type = file.type.startsWith("image/") ? file.type : "application/octet-stream";
+    const uploaded = await api("/api/uploads", { method: "POST", headers: { "Content-Type": type }, body: file });
     await selectSource({ upload_id: uploaded.upload_id }, `/api/uploads/${uploaded.upload_id}`);
   } catch (error) {
     setStatus(error.message, true);
@@ -194,5 +232,5 @@ document.getElementById("upload").addEventListener("change", async (event) => {
 });
 document.getElementById("more").addEventListener("click", loadGallery);
 
-loadInfo().catch((error) => setStatus(error.message, true));
-loadGallery().catch((error) => setStatus(error.message, true));
+loadInfo().catch((error) => { pageState.info = "error"; setStatus(error.message, true); });
+loadGallery().catch((error) => { pageState.gallery = "error"; setStatus(error.message, true); });
