@@ -97,3 +97,66 @@ def test_load_image_rgb_and_errors(tmp_path):
     broken.write_bytes(b"not an image")
     with pytest.raises(DatasetError, match="broken.jpg"):
         load_image(broken)
+
+
+def _scene(height=6, width=10):
+    """uint8 [h, w, 3] with a distinct colour per pixel row/column, so orientation shows."""
+    rows = np.arange(height, dtype=np.uint8)[:, None] * 20
+    cols = np.arange(width, dtype=np.uint8)[None, :] * 10
+    return np.stack([np.broadcast_to(rows, (height, width)), np.broadcast_to(cols, (height, width)),
+                     np.full((height, width), 99, np.uint8)], axis=2).copy()
+
+
+def test_load_image_modes_give_rgb(tmp_path):
+    """Issue 13: grayscale / palette / RGBA / CMYK / 16-bit inputs all come out uint8 RGB."""
+    scene = _scene()
+    Image.fromarray(scene).convert("P", palette=Image.Palette.ADAPTIVE, colors=256).save(tmp_path / "p.png")
+    rgba = np.concatenate([scene, np.full((6, 10, 1), 10, np.uint8)], axis=2)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(scene).convert("CMYK").save(tmp_path / "cmyk.tif")  # lossless CMYK
+    gray16 = (np.arange(60, dtype=np.uint16).reshape(6, 10) * 1000)
+    Image.fromarray(gray16).save(tmp_path / "g16.png")
+    for name in ("p.png", "rgba.png", "cmyk.tif", "g16.png"):
+        image = load_image(tmp_path / name)
+        assert image.shape == (6, 10, 3) and image.dtype == np.uint8, name
+    assert (load_image(tmp_path / "rgba.png") == scene).all()  # alpha dropped, colour kept
+    assert (load_image(tmp_path / "p.png") == scene).all()  # 60 colours fit the palette
+    assert (np.abs(load_image(tmp_path / "cmyk.tif").astype(int) - scene).max()) <= 1
+    expected16 = (gray16 >> 8).astype(np.uint8)  # the 8 most significant bits, not clipped
+    assert (load_image(tmp_path / "g16.png") == expected16[:, :, None]).all()
+
+
+def test_load_image_applies_exif_orientation(tmp_path):
+    """Orientation 6 (stored sideways, shown rotated 90 degrees clockwise): load_image and the
+    header size used by data check agree with what a viewer shows."""
+    from PIL import Image as PILImage
+
+    from personsearch.data.check import ProblemLog, image_size
+
+    stored = _scene(6, 10)
+    image = PILImage.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.save(tmp_path / "rotated.png", exif=exif)
+    upright = load_image(tmp_path / "rotated.png")
+    assert upright.shape == (10, 6, 3)
+    assert (upright == np.rot90(stored, k=-1)).all()  # 90 degrees clockwise
+    assert image_size(tmp_path / "rotated.png", ProblemLog()) == (6, 10)
+
+
+def test_load_image_refuses_what_it_cannot_show(tmp_path, monkeypatch):
+    from PIL import Image as PILImage
+
+    Image.fromarray(np.zeros((4, 5), np.float32)).save(tmp_path / "float.tif")
+    with pytest.raises(DatasetError, match=r"float.tif: floating-point pixels .* save it as an 8-bit image"):
+        load_image(tmp_path / "float.tif")
+    truncated = tmp_path / "truncated.png"
+    noise = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(truncated)  # incompressible: ~14 kB
+    truncated.write_bytes(truncated.read_bytes()[:2000])
+    with pytest.raises(DatasetError, match=r"truncated.png: (cannot read image|not a readable)"):
+        load_image(truncated)
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 100)  # 2000 pixels > 2 x 100: a "bomb"
+    with pytest.raises(DatasetError, match=r"bomb.png: too many pixels to decode safely"):
+        load_image(tmp_path / "bomb.png")

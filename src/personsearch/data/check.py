@@ -158,9 +158,11 @@ _SIZE_CACHE: dict[tuple[str, int, int], tuple[int, int]] = {}
 
 
 def image_size(path: str | Path, log: ProblemLog) -> tuple[int, int]:
-    """(width, height) from the image header (PIL, lazy: no decoding). Cached by path, size and
-    modification time. A missing or unreadable image is reported; (0, 0) then."""
+    """(width, height) from the image header (PIL, lazy: no decoding), after the EXIF
+    orientation like ``transforms.load_image``. Cached by path, size and modification time. A missing or unreadable image is reported; (0, 0) then."""
     from PIL import Image
+
+    from personsearch.data.transforms import oriented_size
 
     path = str(path)
     try:
@@ -173,7 +175,7 @@ def image_size(path: str | Path, log: ProblemLog) -> tuple[int, int]:
     if size is None:
         try:
             with Image.open(path) as image:
-                size = (int(image.size[0]), int(image.size[1]))
+                size = oriented_size(image)  # as load_image returns it (EXIF orientation)
         except Exception as error:
             log.error(path, f"unreadable image ({type(error).__name__}: {error})")
             return 0, 0

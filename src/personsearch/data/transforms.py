@@ -33,20 +33,58 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+# EXIF orientation tag values that swap width and height (rotations by 90 / 270 degrees)
+EXIF_ORIENTATION_TAG = 0x0112
+TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
+
+
+def oriented_size(image) -> tuple[int, int]:
+    """(width, height) of an opened PIL image as viewers show it: after its EXIF orientation
+    (read from the header, nothing decoded)."""
+    width, height = image.size
+    try:
+        orientation = int(image.getexif().get(EXIF_ORIENTATION_TAG, 1))
+    except Exception:  # noqa: BLE001 - a damaged EXIF block means "no orientation"
+        orientation = 1
+    return (height, width) if orientation in TRANSPOSING_ORIENTATIONS else (width, height)
+
+
 def load_image(path: str | Path) -> np.ndarray:
-    """Read an image file as uint8 RGB [H, W, 3]; DatasetError naming the file otherwise."""
-    from PIL import Image, UnidentifiedImageError
+    """Read an image file as uint8 RGB [H, W, 3], the way viewers show it; DatasetError naming
+    the file otherwise.
+
+    - EXIF orientation is applied (a phone photo stored sideways comes out upright, as browsers,
+      ``cv2.imread`` and the search page's uploads show it), so boxes are in the coordinates of
+      the upright image;
+    - grayscale, palette, CMYK and RGBA images are converted to RGB (alpha dropped: the colour
+      under it is kept); 16-bit grayscale keeps its 8 most significant bits;
+    - 32-bit integer and floating-point images are refused (their value range is unknown);
+    - an image declaring more pixels than PIL's decompression-bomb limit is refused before
+      decoding.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
             image.load()
-            rgb = image.convert("RGB")
+            upright = ImageOps.exif_transpose(image)
+            if upright.mode in SIXTEEN_BIT_MODES:
+                gray = (np.asarray(upright, dtype=np.uint16) >> 8).astype(np.uint8)
+                return np.repeat(gray[:, :, None], 3, axis=2)
+            if upright.mode in ("I", "F"):
+                raise DatasetError(path, f"{'32-bit integer' if upright.mode == 'I' else 'floating-point'} "
+                                         f"pixels (PIL mode {upright.mode}) are not supported: "
+                                         f"save it as an 8-bit image")
+            rgb = upright.convert("RGB")
     except FileNotFoundError:
         raise DatasetError(path, "image file not found") from None
+    except Image.DecompressionBombError as error:
+        raise DatasetError(path, f"too many pixels to decode safely ({error})") from None
     except UnidentifiedImageError:
         raise DatasetError(path, "not a readable image (unknown or corrupt format)") from None
-    except OSError as error:
-        raise DatasetError(path, f"cannot read image ({error})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise DatasetError(path, f"cannot read image ({type(error).__name__}: {error})") from None
     return np.asarray(rgb, dtype=np.uint8).copy()
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from personsearch.atomic import atomic_open
 from personsearch.search.query import SearchResult
@@ -47,7 +47,8 @@ def render_results(
     for hit in result.hits:
         try:
             with Image.open(Path(images_root) / hit.image) as opened:
-                gallery = opened.convert("RGB")
+                # upright, as the index saw it (transforms.load_image applies EXIF orientation)
+                gallery = ImageOps.exif_transpose(opened).convert("RGB")
         except OSError:
             gallery = Image.new("RGB", (THUMB_HEIGHT, THUMB_HEIGHT), (90, 90, 90))
         tile, scale = _fit_height(gallery, THUMB_HEIGHT)
