@@ -10,7 +10,10 @@ switches, same seed and budget; only the masks differ):
 
 A view is a folder of symbolic links to the dataset's images and annotations with its own
 ``masks/``. Training and evaluation use the ``personsearch ablate`` machinery (train_row /
-evaluate_row / format_table); an interrupted run resumes (rows already trained are reused).
+evaluate_row / format_table); an interrupted run resumes (rows already trained are reused, rows
+already evaluated with the same overrides are kept). Rows can run in parallel processes
+(``--rows grabcut`` in one, ``--rows box`` in another, same ``--out``); a last run with every
+row then only collects the table.
 
     personsearch data synth out/synth --format prw --frames 600 --seed 0
     .venv/bin/python benchmarks/mask_ablation.py --data out/synth --out out/mask_ablation \
@@ -39,6 +42,7 @@ ROWS = ("true", "grabcut", "box", "no_mask")
 def main() -> None:
     from mask_quality import dataset_view, per_person_iou
 
+    from personsearch.atomic import atomic_write_text
     from personsearch.cli.ablate import (P, ROWS as ABLATION_ROWS, evaluate_row, format_table,
                                          last_diagnostics, train_row)
     from personsearch.config import load_config
@@ -80,14 +84,18 @@ def main() -> None:
         elif name == "no_mask":
             overrides.append(f"{P}use_masks=false")
         overrides += [f"data.root={json.dumps(str(root))}", f"eval.root={json.dumps(str(data))}"]
+        if results.get(name, {}).get("overrides") == overrides:
+            continue  # trained and evaluated by an earlier (or a parallel) run
         start = time.perf_counter()
         checkpoint = train_row(str(config), out / name, overrides)
         cfg = load_config(str(config), overrides)
         row.update({"overrides": overrides, "metrics": evaluate_row(checkpoint, cfg),
                     "diagnostics": last_diagnostics(out / name / "metrics.jsonl"),
                     "seconds_this_run": round(time.perf_counter() - start, 1)})
+        # rows may run in parallel processes (--rows X each): merge with what is on disk now
+        results = json.loads(results_file.read_text()) if results_file.is_file() else {}
         results[name] = row
-        results_file.write_text(json.dumps(results, indent=1))
+        atomic_write_text(results_file, json.dumps(results, indent=1))
         print(f"[mask_ablation] {name}: mAP {100 * row['metrics']['mAP']:.2f} "
               f"top-1 {100 * row['metrics']['top1']:.2f}", file=sys.stderr, flush=True)
     table = format_table(results)

@@ -285,7 +285,8 @@ def load_schp(path: str | Path, dataset: str | None = None) -> tuple[SCHPNet, Pa
                               f"parsers have " + ", ".join(f"{d.num_classes} ({d.name})"
                                                            for d in SCHP_DATASETS.values()))
     info = SCHP_DATASETS[dataset] if dataset is not None else by_count[num_classes]
-    model = SCHPNet(info.num_classes)
+    with torch.device("meta"):  # no random initialisation: every tensor comes from the file
+        model = SCHPNet(info.num_classes)
     expected_state = {k: v for k, v in model.state_dict().items() if not _is_tracked_count(k)}
     given = {k: v for k, v in state.items() if not _is_tracked_count(k)}
     missing = sorted(set(expected_state) - set(given))
@@ -303,7 +304,11 @@ def load_schp(path: str | Path, dataset: str | None = None) -> tuple[SCHPNet, Pa
     if problems:
         raise CheckpointError(f"{path}: not the SCHP ResNet-101 parser with {info.num_classes} "
                               f"classes: " + "; ".join(problems))
-    model.load_state_dict(given, strict=False)  # num_batches_tracked is not in the checkpoints
+    model = model.to_empty(device="cpu")
+    model.load_state_dict(given, strict=False)
+    for name, buffer in model.named_buffers():  # not in the checkpoints; unused at inference
+        if _is_tracked_count(name):
+            buffer.zero_()
     return model.eval(), info
 
 
