@@ -1,0 +1,39 @@
+"""A short loopback soak of ``personsearch serve`` (search/soak.py) in its own process with a
+real (tiny, random-weight) model: a few hundred requests from four concurrent clients, every
+route, large uploads, refused requests. Asserts boundedness only, never timings: every answer
+is the expected status, the server's memory after the warm-up does not grow with the uploads
+(before the fix each 2400x1600 upload stayed in memory at full size, 11.5 MB, the last 16 of
+them), and its threads come back when the clients leave. The long run with its figures is
+benchmarks/serve_soak.py."""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+import pytest
+
+from personsearch.cli.main import main as cli
+from personsearch.search.soak import ServerProcess, process_memory, run_soak
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the server's memory from /proc")
+
+
+def test_short_soak_memory_stays_bounded(tmp_path, scene_dir, tiny_checkpoint):
+    index = tmp_path / "idx"
+    assert cli(["index", "build", str(tiny_checkpoint), str(scene_dir), "--out", str(index),
+                "--min-score", "0", "--quiet"]) == 0
+    with ServerProcess(index) as server:
+        report = run_soak(server, clients=4, requests_per_client=48, upload_size=(2400, 1600))
+        assert report["requests"] == 192
+        assert report["unexpected"] == 0, report["unexpected_examples"]
+        assert report["statuses"]["upload"] == {"201": report["latency"]["upload"]["count"]}
+        assert report["latency"]["upload"]["count"] >= 8  # 3.8 Mpixel JPEGs and PNGs
+        memory = report["server_memory"]
+        # the uploads after the warm-up (6 or more) would add 69 MB or more if kept at full size
+        assert memory["rss_mb_end"] - memory["rss_mb_after_warmup"] < 40, memory
+        for _ in range(400):  # the handler threads end once the clients have closed their connections
+            if process_memory(server.pid)["threads"] <= memory["threads_start"]:
+                break
+            threading.Event().wait(0.05)
+        assert process_memory(server.pid)["threads"] <= memory["threads_start"]
