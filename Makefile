@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean parity
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,5 +22,30 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m personsearch.cli.demo
 
+# Parity with the reference code (tests/models/test_seqnet_parity.py builds SeqNet's own model
+# from ../shared/reference/seqnet; tests/ops/test_torchvision_parity.py checks our ops against
+# torchvision's kernels). Both need an importable torchvision, which the local CPU torch of .venv
+# lacks, so they run in a separate .venv-ref with the standard registry builds of torch and
+# torchvision (about 5.5 GB; on Python 3.11 here pip takes them from the machine's disk), yacs
+# for SeqNet's config, and this project installed without its torch pin (--no-deps).
+REF_VENV := .venv-ref
+REF_PY := $(REF_VENV)/bin/python
+REF_STAMP := $(REF_VENV)/.installed
+
+$(REF_STAMP): pyproject.toml
+	test -x $(REF_PY) || $(PYTHON) -m venv $(REF_VENV)
+	$(REF_PY) -m pip install -q torch==2.14.1 torchvision==0.29.1 yacs==0.1.8
+	$(REF_PY) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+	print('\n'.join(r for r in p['dependencies'] + p['optional-dependencies']['dev'] \
+	if not r.startswith(('torch', 'playwright'))))" > $(REF_VENV)/requirements.txt
+	$(REF_PY) -m pip install -q -r $(REF_VENV)/requirements.txt
+	$(REF_PY) -m pip install -q --no-deps -e .
+	touch $(REF_STAMP)
+
+parity: $(REF_STAMP)
+	# torchvision's compiled ops must load here: otherwise the tests below would only skip.
+	$(REF_PY) -c "import torch, torchvision; torch.ops.torchvision.nms; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+	$(REF_PY) -m pytest -q -ra tests/models/test_seqnet_parity.py tests/ops/test_torchvision_parity.py
+
 clean:
-	rm -rf $(VENV) out
+	rm -rf $(VENV) $(REF_VENV) out

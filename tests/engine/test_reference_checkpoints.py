@@ -128,3 +128,22 @@ def test_cli_error_is_one_line(tmp_path, capsys):
     assert main(["import-checkpoint", "seqnet", str(source), "--out", str(tmp_path / "o.pt")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"personsearch import-checkpoint: error: {source}: cannot load checkpoint") and "\n" not in err
+
+
+def test_import_then_eval_end_to_end(tmp_path, ours):
+    """import-checkpoint -> personsearch eval on a tiny synthetic PRW (small test size to stay
+    fast; the imported checkpoint's own 900/1500 is overridden on the command line)."""
+    import json
+
+    from personsearch.data.synth import generate_dataset
+
+    root = tmp_path / "prw"
+    generate_dataset(root, fmt="prw", frames=6, seed=3, width=320, height=180, workers=1)
+    source, out, metrics = tmp_path / "epoch_19.pth", tmp_path / "seqnet.pt", tmp_path / "m.json"
+    torch.save({"model": to_seqnet(ours), "epoch": 19}, source)
+    assert main(["import-checkpoint", "seqnet", str(source), "--out", str(out)]) == 0
+    assert main(["eval", str(out), "--dataset", "prw", "--root", str(root), "--min-size", "180",
+                 "--max-size", "320", "--use-gt-boxes", "--no-progress", "--json", str(metrics)]) == 0
+    values = json.loads(metrics.read_text())
+    assert values["det_recall"] == 1.0  # GT boxes as the gallery: every person is there
+    assert 0.0 <= values["mAP"] <= 1.0
