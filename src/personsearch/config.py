@@ -120,7 +120,16 @@ class SolverConfig:
     epochs: int = 20
     clip_grad_norm: float | None = 10.0
     bf16: bool = False
+    fp16: bool = False  # fp16 autocast + torch.amp.GradScaler (GPUs without bf16)
     channels_last: bool = False
+    # CUDA: cuDNN deterministic algorithms, no TF32, torch deterministic mode. Off = fast
+    # settings; CUDA atomics (index_add, scatter) then make bit-exact resume impossible.
+    deterministic: bool = False
+    # Several processes: "linear" multiplies lr by global batch / reference_batch_size and
+    # divides a warm-up given in iterations by the same factor; "none" keeps them.
+    lr_scaling: str = "linear"
+    reference_batch_size: int | None = None  # global batch the lr was tuned for (None = data.batch_size)
+    sync_bn: bool = False  # BatchNorm statistics over all processes (SyncBatchNorm)
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "solver.lr", "must be > 0")
@@ -136,6 +145,11 @@ class SolverConfig:
                "must be increasing")
         _check(self.clip_grad_norm is None or self.clip_grad_norm > 0, "solver.clip_grad_norm",
                "must be > 0 or null")
+        _check(not (self.bf16 and self.fp16), "solver.fp16", "give bf16 or fp16, not both")
+        _check(self.lr_scaling in ("linear", "none"), "solver.lr_scaling",
+               f"expected linear or none, got {self.lr_scaling!r}")
+        _check(self.reference_batch_size is None or self.reference_batch_size >= 1,
+               "solver.reference_batch_size", "must be >= 1 or null")
 
 
 @dataclass(frozen=True)
@@ -148,7 +162,10 @@ class TrainConfig:
     log_every: int = 20
     eval_every_epochs: int = 0  # 0 = never during training
     max_nonfinite: int = 5
-    find_unused_parameters: bool = True
+    # DDP's search for parameters without gradient each step: off by default (every parameter
+    # is used by the built-in methods); a method that leaves some unused gets a clear error
+    # asking for true.
+    find_unused_parameters: bool = False
     progress: bool = True
     diagnostics: bool = True  # log pseudo-label precision/recall against the true train ids
 

@@ -108,12 +108,16 @@ def test_sharding_covers_every_sample_with_equal_batches():
     shards = [EpochBatchSampler(7, batch_size=2, seed=5, rank=r, world_size=2) for r in range(2)]
     for sampler in [full, *shards]:
         sampler.set_epoch(4)
-    seen = [i for s in shards for batch in s for i, e in batch]
+    seen = [i for s in shards for batch in s for i, *_ in batch]
     assert len(list(shards[0])) == len(list(shards[1])) == 2  # 4 samples each, batch 2
     assert set(seen) == set(range(7)) and len(seen) == 8  # one wrapped-around duplicate
-    order = [i for batch in full for i, _ in batch]
+    order = [i for batch in full for i, *_ in batch]
     assert order == epoch_permutation(7, 5, 4).tolist()
-    assert [i for batch in shards[0] for i, _ in batch] == order[0::2]
+    assert [i for batch in shards[0] for i, *_ in batch] == order[0::2]
+    # the wrapped-around duplicate (position 7 of the padded order = order[0]) is marked
+    flags = [(i, pad) for s in shards for batch in s for i, _, pad in batch]
+    assert [entry for entry in flags if entry[1]] == [(order[0], True)]
+    assert not any(pad for batch in full for _, _, pad in batch)
 
 
 def test_start_batch_skips_consumed_batches():
@@ -155,3 +159,45 @@ def test_worker_processes_give_the_same_batches(tmp_path):
         assert torch.equal(a["images"], b["images"]) and torch.equal(a["flipped"], b["flipped"])
         for ta, tb in zip(a["targets"], b["targets"]):
             assert torch.equal(ta["boxes"], tb["boxes"]) and torch.equal(ta["slots"], tb["slots"])
+
+
+def test_raw_uint8_images_finish_on_the_device_exactly_like_the_float_path(tmp_path):
+    from personsearch.data.loader import finish_images
+
+    records = write_records(tmp_path, [(10, 20), (20, 10), (13, 7)])
+    kwargs = dict(sizes=[(40, 20), (30, 15)], flip_prob=0.5, seed=4)
+    float_set = TrainDataset(records, offsets(records), **kwargs)
+    raw_set = TrainDataset(records, offsets(records), raw_images=True, **kwargs)
+    for epoch in range(3):
+        keys = [(0, epoch), (1, epoch, True), (2, epoch)]
+        raw_batch = collate_batch([raw_set[k] for k in keys])
+        assert all(image.dtype == torch.uint8 and image.shape[2] == 3 for image in raw_batch["raw_images"])
+        assert raw_batch["padding"].tolist() == [False, True, False]
+        finished = finish_images(raw_batch)
+        expected = collate_batch([float_set[k] for k in keys])
+        assert "raw_images" not in finished
+        assert finished["image_sizes"] == expected["image_sizes"]
+        assert torch.equal(finished["images"], expected["images"])  # bit for bit
+
+
+def test_loader_pins_memory_for_cuda_and_keeps_workers(tmp_path):
+    import warnings
+
+    records = write_records(tmp_path, [(10, 20), (20, 10), (10, 10)])
+    dataset = TrainDataset(records, offsets(records), sizes=[(40, 20)], seed=0, raw_images=True)
+    loader = TrainLoader(dataset, batch_size=2, seed=0, num_workers=1)
+    loader.use_device(torch.device("cpu"))
+    assert loader.pin_memory is False
+    loader.use_device(torch.device("cuda", 0))
+    assert loader.pin_memory is True and loader.batch_size == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no CUDA here: DataLoader warns that it cannot pin
+        first = list(loader.batches(epoch=0))
+        data_loader = loader._loader
+        second = list(loader.batches(epoch=1))
+    assert data_loader is loader._loader  # one DataLoader for every epoch
+    assert data_loader.pin_memory is True and data_loader.persistent_workers is True
+    assert len(first) == len(second) == 2
+    assert first[0]["raw_images"][0].dtype == torch.uint8
+    expected = epoch_permutation(3, 0, 1).tolist()[:2]
+    assert second[0]["image_indices"].tolist() == expected  # epoch 1 order, not epoch 0's

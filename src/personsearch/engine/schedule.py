@@ -16,6 +16,7 @@ counters, which the checkpoint holds.
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -66,3 +67,32 @@ def warmup_iterations(
     if warmup_epochs is not None:
         return int(round(warmup_epochs * iters_per_epoch))
     return 0
+
+
+LR_SCALING_RULES = ("linear", "none")
+
+
+def scale_for_batch(
+    lr: float,
+    warmup_iters: int,
+    global_batch: int,
+    reference_batch: int,
+    rule: str = "linear",
+) -> tuple[float, int]:
+    """Learning rate and warm-up length for a global batch other than the one the preset was
+    tuned for (several processes: global batch = per-process batch x world size).
+
+    ``linear`` (Goyal et al., "Accurate, large minibatch SGD"): the lr is multiplied by
+    k = global_batch / reference_batch and a warm-up given in iterations is divided by k
+    (rounded up), so it spans the same number of images. A warm-up given in epochs needs no
+    change (an epoch already has k times fewer iterations). ``none`` keeps both.
+    Returns (lr, warmup_iters).
+    """
+    if rule not in LR_SCALING_RULES:
+        raise ValueError(f"lr scaling rule must be one of {LR_SCALING_RULES}, got {rule!r}")
+    if global_batch <= 0 or reference_batch <= 0:
+        raise ValueError(f"batch sizes must be positive, got {global_batch} and {reference_batch}")
+    if rule == "none" or global_batch == reference_batch:
+        return lr, warmup_iters
+    factor = global_batch / reference_batch
+    return lr * factor, int(math.ceil(warmup_iters / factor))

@@ -1,7 +1,8 @@
 """The training loop: one small step function plus hooks (engine/hooks.py).
 
-Per step: ``method.training_step`` (under bf16 autocast when enabled) -> each loss times
-``method.loss_weights.get(name, 1.0)`` -> sum -> backward -> gradient-norm clipping -> SGD
+Per step: ``method.training_step`` (under bf16 or fp16 autocast when enabled; the loss heads
+compute in float32 inside it) -> each loss times ``method.loss_weights.get(name, 1.0)`` -> sum
+-> backward (scaled by a ``torch.amp.GradScaler`` with fp16) -> gradient-norm clipping -> SGD
 step -> pending update gathered over processes -> ``method.after_step(pending)`` under
 ``torch.no_grad()``. A non-finite total loss (or gradient norm) skips the step and is logged;
 (the model's buffers, e.g. BatchNorm statistics, are put back as they were before the
@@ -11,7 +12,15 @@ last checkpoint as it was.
 Exact resume: the checkpoint holds the RNG states of every process, the counters (epoch,
 batches consumed in it, iteration), the method state (memories, pseudo labels) and the
 optimizer; the epoch's batch order is a function of (seed, epoch), so a resumed run skips the
-consumed batches and continues bit-for-bit like an uninterrupted one.
+consumed batches and continues bit-for-bit like an uninterrupted one. On CUDA that needs
+``solver.deterministic``: the fast default settings use atomics (index_add, scatter,
+cuDNN's non-deterministic algorithms), so two runs of the same seed already differ.
+
+Several processes (DDP): the model is moved to the device, optionally converted to
+SyncBatchNorm (``solver.sync_bn``, CUDA) and to channels_last *before* it is wrapped, so the
+gradient buckets are laid out like the parameters. The learning rate and an iteration warm-up
+follow ``solver.lr_scaling`` (``engine.schedule.scale_for_batch``): with "linear", lr x k and
+warm-up / k for a global batch k times the reference batch.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import torch
 from torch import nn
 
 from personsearch.config import SolverConfig, TrainConfig
+from personsearch.data.loader import finish_images
 from personsearch.engine import checkpoint as ckpt
 from personsearch.engine.distributed import LOCAL, DistContext, gather_pending, unwrap_model
 from personsearch.engine.hooks import (
@@ -38,8 +48,8 @@ from personsearch.engine.hooks import (
     MethodHook,
 )
 from personsearch.engine.logging import MetricsWriter
-from personsearch.engine.schedule import LRSchedule, warmup_iterations
-from personsearch.errors import CheckpointError, PersonSearchError
+from personsearch.engine.schedule import LRSchedule, scale_for_batch, warmup_iterations
+from personsearch.errors import CheckpointError, ConfigError, PersonSearchError
 from personsearch.methods.base import Method, StepOutput
 
 
@@ -48,13 +58,53 @@ class NonFiniteLossError(PersonSearchError):
 
 
 def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (CPU and CUDA); cuDNN in deterministic mode."""
+    """Seed python, numpy and torch (CPU and CUDA). Determinism settings are separate
+    (:func:`configure_backends`)."""
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
+
+
+def configure_backends(device: torch.device, deterministic: bool) -> dict[str, Any]:
+    """Speed versus bit-exactness on CUDA (nothing changes on the CPU, whose kernels used here
+    are deterministic already). Returns the settings applied (logged by the trainer).
+
+    deterministic=True: cuDNN deterministic algorithms, no TF32 convolutions,
+    ``torch.use_deterministic_algorithms(True, warn_only=True)`` (ops without a deterministic
+    CUDA kernel warn) and ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` unless set. Needed for bit-exact
+    resume on CUDA.
+    deterministic=False (default): cuDNN picks its fastest algorithms and convolutions may use
+    TF32. Matmuls stay full float32 (``torch.backends.cuda.matmul`` untouched): the memory
+    similarities and loss heads are matmuls and must not lose precision. ``cudnn.benchmark``
+    stays off: training images change size every batch and each new shape would be
+    benchmarked again.
+    """
+    if device.type != "cuda":
+        return {}
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.allow_tf32 = not deterministic
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    return {"cudnn_deterministic": deterministic, "cudnn_tf32": not deterministic,
+            "cudnn_benchmark": False}
+
+
+def prepare_module(model: nn.Module, device: torch.device, solver: SolverConfig,
+                   distributed: bool) -> nn.Module:
+    """The model as DDP must receive it: on ``device``, BatchNorms turned into SyncBatchNorm
+    when ``solver.sync_bn`` and several processes run, then channels_last parameters — all
+    before wrapping, so DDP's gradient buckets take the final parameter layout."""
+    model.to(device)
+    if solver.sync_bn and distributed:
+        if device.type not in ("cuda", "xpu"):
+            raise ConfigError("solver.sync_bn: SyncBatchNorm needs CUDA devices (this run uses "
+                              f"{device.type}); set solver.sync_bn=false")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if solver.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
 
 
 def move_to_device(value: Any, device: torch.device, channels_last: bool = False) -> Any:
@@ -126,12 +176,13 @@ class Trainer:
         self.model_kwargs = model_kwargs or {}
         self.epochs = solver.epochs
         self.iters_per_epoch = len(loader)
+        if hasattr(loader, "use_device"):
+            loader.use_device(self.device)  # pinned host batches on CUDA
         if self.iters_per_epoch <= 0:
             raise PersonSearchError("the training loader yields no batches")
 
-        model.to(self.device)
-        if solver.channels_last:
-            model.to(memory_format=torch.channels_last)
+        self.backend_settings = configure_backends(self.device, solver.deterministic)
+        model = prepare_module(model, self.device, solver, self.dist.enabled)
         self.module = model
         if self.dist.enabled:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
@@ -142,10 +193,23 @@ class Trainer:
         else:
             self.model = model
         self.optimizer = build_optimizer(model, solver)
+        # fp16: scaled losses (the scaler's state is checkpointed); disabled = plain backward
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=solver.fp16)
+        per_process_batch = int(getattr(loader, "batch_size", 0) or 0)
+        # warm-up in epochs: already right for any world size (epochs shrink with it)
+        warmup = warmup_iterations(solver.warmup_iters, solver.warmup_epochs, self.iters_per_epoch)
+        self.lr = solver.lr
+        if per_process_batch > 0:  # a batch source that does not say its batch size: no scaling
+            lr_rule = solver.lr_scaling
+            scaled_lr, scaled_warmup = scale_for_batch(
+                solver.lr, warmup, per_process_batch * self.dist.world_size,
+                solver.reference_batch_size or per_process_batch, lr_rule)
+            self.lr = scaled_lr
+            if solver.warmup_iters is not None:
+                warmup = scaled_warmup
         self.schedule = LRSchedule(
-            base_lr=solver.lr,
-            warmup_iters=warmup_iterations(solver.warmup_iters, solver.warmup_epochs,
-                                           self.iters_per_epoch),
+            base_lr=self.lr,
+            warmup_iters=warmup,
             warmup_factor=solver.warmup_factor,
             lr_steps=tuple(solver.lr_steps),
             gamma=solver.gamma,
@@ -192,9 +256,11 @@ class Trainer:
             getattr(hook, event)(self)
 
     def _autocast(self):
-        if not self.solver.bf16:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        if self.solver.bf16:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        if self.solver.fp16:
+            return torch.autocast(self.device.type, dtype=torch.float16)
+        return nullcontext()
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
@@ -224,6 +290,7 @@ class Trainer:
             "rng": rng,
             "data_order": {"seed": int(self.train_cfg.seed)},
             "world_size": self.dist.world_size,
+            "grad_scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
         }
 
     def save_checkpoint(self, extra_name: str | None = None) -> Path:
@@ -253,6 +320,8 @@ class Trainer:
         except RuntimeError as error:
             raise CheckpointError(f"{path}: weights do not fit the model ({error})") from None
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler.is_enabled() and state.get("grad_scaler"):
+            self.scaler.load_state_dict(state["grad_scaler"])
         self.epoch = int(state["epoch"])
         self.batch_in_epoch = int(state["batch_in_epoch"])
         self.epoch_started = bool(state["epoch_started"])
@@ -308,13 +377,38 @@ class Trainer:
             "eval": self.eval_metrics,
         }
 
+    def _unused_parameters_error(self, error: RuntimeError) -> None:
+        """DDP (find_unused_parameters off) fails in the step after one where some trainable
+        parameter got no gradient: re-raise that as a config error naming the setting."""
+        if self.dist.enabled and "find_unused_parameters" in str(error):
+            raise ConfigError(
+                "train.find_unused_parameters: some trainable parameters get no gradient in "
+                f"method {self.method.name!r}'s step; set train.find_unused_parameters=true"
+            ) from error
+
+    def _backward(self, total: torch.Tensor) -> None:
+        """Backward of the weighted loss (scaled with fp16)."""
+        try:
+            self.scaler.scale(total).backward() if self.scaler.is_enabled() else total.backward()
+        except RuntimeError as error:
+            self._unused_parameters_error(error)
+            raise
+
     def _step(self, batch: dict) -> None:
         batch = move_to_device(batch, self.device, self.solver.channels_last)
+        if "raw_images" in batch:  # uint8 images: float, resize, normalise on the device
+            batch = finish_images(batch)
+            if self.solver.channels_last:
+                batch["images"] = batch["images"].contiguous(memory_format=torch.channels_last)
         # Buffers (BatchNorm running stats) change in the forward pass: keep a copy to put back
         # if the step turns out non-finite, so a NaN batch cannot poison them.
         buffers_before = [b.detach().clone() for b in self.module.buffers()]
-        with self._autocast():
-            output: StepOutput = self.method.training_step(self.model, batch, self.epoch)
+        try:
+            with self._autocast():
+                output: StepOutput = self.method.training_step(self.model, batch, self.epoch)
+        except RuntimeError as error:
+            self._unused_parameters_error(error)
+            raise
         weights = self.method.loss_weights
         losses = {name: loss.float() for name, loss in output.losses.items()}
         if not losses:
@@ -325,9 +419,12 @@ class Trainer:
         finite = self.dist.all_reduce_min_bool(bool(np.isfinite(total_value)))
 
         grad_norm = None
+        scaler_skip = False
         if finite:
             self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
+            self._backward(total)
+            if self.scaler.is_enabled():
+                self.scaler.unscale_(self.optimizer)  # true gradients for clipping and the norm
             if self.solver.clip_grad_norm is not None:
                 norm = torch.nn.utils.clip_grad_norm_(
                     [p for p in self.module.parameters() if p.grad is not None],
@@ -336,10 +433,26 @@ class Trainer:
                 grad_norm = float(norm)
                 # DDP averages gradients before this point, so every rank sees the same norm.
                 finite = bool(np.isfinite(grad_norm))
+            if self.scaler.is_enabled() and not finite:
+                # fp16 overflow of the *scaled* gradients (the loss was finite): the scaler
+                # lowers its scale and the step is skipped; not a non-finite loss
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                scaler_skip, finite = True, True
         self.iteration += 1
         self.batch_in_epoch += 1
+        if scaler_skip:
+            self.log({"type": "grad_scaler_skip", "scale": float(self.scaler.get_scale()),
+                      **loss_values})
+            self.last_step = {"losses": loss_values, "total": total_value, "metrics": {},
+                              "grad_norm": grad_norm, "finite": True, "skipped": True}
+            return
         if finite:
-            self.optimizer.step()
+            if self.scaler.is_enabled():
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
             pending = gather_pending(output.pending, self.dist)
             with torch.no_grad():
                 self.method.after_step(pending)
