@@ -8,6 +8,7 @@ benchmarks/serve_soak.py."""
 
 from __future__ import annotations
 
+import http.client
 import sys
 import threading
 
@@ -23,7 +24,11 @@ def test_short_soak_memory_stays_bounded(tmp_path, scene_dir, tiny_checkpoint):
     index = tmp_path / "idx"
     assert cli(["index", "build", str(tiny_checkpoint), str(scene_dir), "--out", str(index),
                 "--min-score", "0", "--quiet"]) == 0
-    with ServerProcess(index) as server:
+    with ServerProcess(index, ("--allowed-host", "photos.lan")) as server:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        connection.request("GET", "/api/info", headers={"Host": "photos.lan:8000"})  # --allowed-host reaches the server
+        assert connection.getresponse().status == 200
+        connection.close()
         report = run_soak(server, clients=4, requests_per_client=48, upload_size=(2400, 1600))
         assert report["requests"] == 192
         assert report["unexpected"] == 0, report["unexpected_examples"]
@@ -37,3 +42,9 @@ def test_short_soak_memory_stays_bounded(tmp_path, scene_dir, tiny_checkpoint):
                 break
             threading.Event().wait(0.05)
         assert process_memory(server.pid)["threads"] <= memory["threads_start"]
+
+
+@pytest.mark.parametrize("flag", ["--max-upload-mpixels", "--upload-store-mb", "--request-timeout", "--max-upload-mb"])
+def test_serve_refuses_non_positive_limits(tmp_path, capsys, flag):
+    assert cli(["serve", str(tmp_path / "idx"), flag, "0"]) == 2  # checked before the index is opened
+    assert f"{flag} must be a positive number, got 0.0" in capsys.readouterr().err
