@@ -1,7 +1,8 @@
 """``personsearch data``: check a dataset on disk, or generate a synthetic one.
 
-    personsearch data check ROOT --format prw|cuhk-sysu|coco
+    personsearch data check ROOT --format prw|cuhk-sysu|coco [--masks]
         prints the counts per split and every problem; exit 0 when clean, 1 otherwise.
+        --masks: also the training images without a valid person mask (SSL presets).
     personsearch data synth OUT --format prw|cuhk-sysu --frames N --seed S
                             [--width W --height H] [--difficulty easy|normal|hard]
     personsearch data masks ROOT --format prw|cuhk-sysu|coco [--method grabcut|box|schp]
@@ -22,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("root", help="dataset root folder")
     check.add_argument("--format", dest="fmt", required=True,
                        choices=("prw", "cuhk-sysu", "coco"))
+    check.add_argument("--masks", action="store_true",
+                       help="also check the person masks of the training images (SSL presets)")
     synth = actions.add_parser("synth", help="generate a synthetic dataset in a real format")
     synth.add_argument("out", help="output folder")
     synth.add_argument("--format", dest="fmt", required=True, choices=("prw", "cuhk-sysu"))
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data_command == "check":
         from personsearch.data.check import check_dataset
 
-        report = check_dataset(args.fmt, args.root)
+        report = check_dataset(args.fmt, args.root, masks=args.masks)
         print(report.format())
         return 0 if report.ok else 1
     if args.data_command == "masks":

@@ -208,6 +208,16 @@ class SplitCounts:
 
 
 @dataclass
+class MaskCounts:
+    """Person masks of the training images (``check_dataset(..., masks=True)``)."""
+
+    images: int = 0
+    valid: int = 0
+    missing: int = 0
+    invalid: int = 0
+
+
+@dataclass
 class CheckReport:
     """Result of :func:`check_dataset`: counts per split ("train", "gallery", "query") and every
     problem found. ``ok`` is True only when there is no problem at all."""
@@ -216,6 +226,7 @@ class CheckReport:
     root: str
     counts: dict[str, SplitCounts] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    masks: MaskCounts | None = None
 
     @property
     def ok(self) -> bool:
@@ -228,6 +239,10 @@ class CheckReport:
         for split, counts in self.counts.items():
             lines.append(f"{split:<8} {counts.images:>8} {counts.boxes:>8} "
                          f"{counts.labeled_boxes:>8} {counts.identities:>7} {counts.queries:>8}")
+        if self.masks is not None:
+            lines.append(f"masks: {self.masks.valid} of {self.masks.images} train images have a "
+                         f"valid mask ({self.masks.missing} missing, {self.masks.invalid} "
+                         f"invalid)")
         errors = sum(p.fatal for p in self.problems)
         lines.append(f"{len(self.problems)} problem(s): {errors} error(s), "
                      f"{len(self.problems) - errors} warning(s)")
@@ -276,9 +291,41 @@ def check_queries_in_gallery(queries, gallery, query_file: str, log: ProblemLog)
                                  f"appears in the gallery")
 
 
-def check_dataset(fmt: str, root: str | Path) -> CheckReport:
+MISSING_MASKS_LISTED = 5
+
+
+def check_masks(records, root: str | Path, log: ProblemLog) -> MaskCounts:
+    """Person masks (``<root>/masks/<stem>.png``) of the training records: every invalid file is
+    an error; the images without one are one error naming the first few (SSL's presets stop at
+    the first image without a mask)."""
+    from personsearch.data.masks import mask_path
+    from personsearch.data.masks_generate import mask_state
+
+    counts = MaskCounts(images=len(records))
+    missing = []
+    for record in records:
+        state = mask_state(root, record)
+        if state == "valid":
+            counts.valid += 1
+        elif state == "missing":
+            missing.append(record.image_name)
+        else:
+            counts.invalid += 1
+            log.error(mask_path(root, record), state[len("invalid: "):])
+    counts.missing = len(missing)
+    if missing:
+        shown = ", ".join(missing[:MISSING_MASKS_LISTED])
+        more = f" and {len(missing) - MISSING_MASKS_LISTED} more" \
+            if len(missing) > MISSING_MASKS_LISTED else ""
+        log.error(Path(root) / "masks", f"{len(missing)} train images have no mask ({shown}"
+                                        f"{more}); personsearch data masks writes them")
+    return counts
+
+
+def check_dataset(fmt: str, root: str | Path, masks: bool = False) -> CheckReport:
     """Read every split of the dataset at ``root`` collecting all problems instead of stopping
-    at the first. See the module docstring of :mod:`personsearch.data.splits` for formats."""
+    at the first. See the module docstring of :mod:`personsearch.data.splits` for formats.
+    ``masks``: also check the person masks of the training images (:func:`check_masks`)."""
     from personsearch.data import splits
 
     log = ProblemLog(collect=True)
@@ -298,5 +345,7 @@ def check_dataset(fmt: str, root: str | Path) -> CheckReport:
     for record in gallery:
         if record.image_name in train_names:
             log.warn(record.image_path, "image is in both the train and the gallery split")
+    if masks:
+        report.masks = check_masks(train, root, log)
     report.problems = log.problems
     return report
