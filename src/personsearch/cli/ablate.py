@@ -172,6 +172,7 @@ def format_table(results: dict[str, dict]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from personsearch.atomic import atomic_write_text
     from personsearch.config import load_config
     from personsearch.evaluation.figures import embedding_figure, pseudo_label_figure
 
@@ -189,11 +190,11 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, overrides)
         results[name] = {"overrides": overrides, "metrics": evaluate_row(checkpoint, cfg),
                          "diagnostics": last_diagnostics(row_dir / "metrics.jsonl")}
-        results_file.write_text(json.dumps(results, indent=1))
+        atomic_write_text(results_file, json.dumps(results, indent=1))  # a crash keeps the rows so far
         print(f"[ablate] {name}: mAP {100 * results[name]['metrics']['mAP']:.2f} "
               f"top-1 {100 * results[name]['metrics']['top1']:.2f}", flush=True)
     table = format_table(results)
-    (out / "table.md").write_text(table + "\n")
+    atomic_write_text(out / "table.md", table + "\n")
     print(table)
     if not args.no_figures:
         runs = {name: out / name / "metrics.jsonl" for name in results}
