@@ -171,6 +171,8 @@ def load_results_file(path: str | Path) -> ResultsFile:
         data = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise _fail(path, "no such file") from None
+    except EOFError:
+        raise _fail(path, "the file is empty") from None
     except (OSError, ValueError, zipfile.BadZipFile) as error:
         raise _fail(path, f"not a readable .npz file ({error})") from None
     with data:
