@@ -119,3 +119,44 @@ def test_exemplar_embeddings_without_original_scale_repeats_the_first_scale(tiny
     with torch.no_grad():
         empty = exemplar_embeddings(model, images, [torch.zeros(0, 4)], [(32, 16)])
     assert empty.shape == (0, 2, model.embedding_dim)
+
+
+def _reference_exemplars(model, images, boxes_per_image, scales, masks):
+    """The definition: one background-filtered full image per person, RoIAlign on those."""
+    filtered = torch.stack(filter_background(images, boxes_per_image, masks))
+    boxes = torch.cat(boxes_per_image)
+    rois = torch.cat([torch.arange(len(boxes), dtype=torch.float32)[:, None], boxes], dim=1)
+    per_scale = [model.embed_crops(crop_and_resize(filtered, rois, size)) for size in scales]
+    crops, sizes = original_scale_crops(filtered, boxes)
+    return torch.stack([model.embed_crops(crops, sizes), *per_scale], dim=1)
+
+
+def test_windowed_exemplars_match_the_full_image_definition(tiny_model):
+    """Crop-before-mask (a window per person, boxes read once) gives the definition's
+    embeddings: exactly without masks, to float rounding with masks (the RoIs are shifted into
+    each window, a few 1e-7 on the unit embeddings)."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(2, 3, 96, 128, generator=generator)
+    boxes = [torch.tensor([[3.3, 4.7, 40.2, 90.1], [60.5, 10.25, 127.9, 95.9]]),
+             torch.tensor([[0.0, 0.0, 20.0, 30.0]])]
+    masks = [torch.randint(0, 3, (90, 120), dtype=torch.uint8, generator=generator), None]
+    tiny_model.eval()
+    with torch.no_grad():
+        plain = exemplar_embeddings(tiny_model, images, boxes, [(32, 16), (64, 32)], None)
+        assert torch.equal(plain, _reference_exemplars(tiny_model, images, boxes, [(32, 16), (64, 32)], None))
+        masked = exemplar_embeddings(tiny_model, images, boxes, [(32, 16), (64, 32)], masks)
+        reference = _reference_exemplars(tiny_model, images, boxes, [(32, 16), (64, 32)], masks)
+    assert torch.equal(masked[:, 0], reference[:, 0])  # original scale: the same pixels
+    torch.testing.assert_close(masked, reference, atol=2e-6, rtol=0)
+
+
+def test_exemplars_without_persons_still_run_the_branch_in_training(tiny_model):
+    """A batch without persons calls the same layers (empty batches) and stays on the graph,
+    so distributed processes make the same SyncBatchNorm / DDP calls."""
+    calls = []
+    handle = tiny_model.backbone.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    tiny_model.train()
+    out = exemplar_embeddings(tiny_model, torch.zeros(1, 3, 64, 64), [torch.zeros(0, 4)], [(32, 16)], None)
+    handle.remove()
+    assert out.shape == (0, 2, tiny_model.embedding_dim) and out.requires_grad
+    assert calls == [0, 0]  # one resized scale + the original scale

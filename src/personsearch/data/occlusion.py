@@ -30,6 +30,11 @@ the pixels fully inside the box.
 Random draws (``generator``), per box that passes the size check: one uniform for the
 probability, then ``patches`` column cells, then ``patches`` row cells — deterministic for a
 seeded ``torch.Generator`` (CPU).
+
+GPU path: the boxes are read back to the host once per batch; the patches are collected as
+rectangles on the host and painted in one pass on the images' device (no boolean indexing per
+box). Since every patch of an image gets the same fill, painting them at once gives exactly the
+sequential result.
 """
 
 from __future__ import annotations
@@ -39,18 +44,29 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["occlusion_mask_boxes"]
+__all__ = ["draw_patch_cells", "occlusion_mask_boxes"]
 
 MIN_BOX_SIDE = 4  # pixels; smaller boxes stop (or, fixed, skip) the masking of an image
 
 
-def _pixel_rect(box: Tensor, height: int, width: int) -> tuple[int, int, int, int]:
+def _pixel_rect(box, height: int, width: int) -> tuple[int, int, int, int]:
     x1, y1, x2, y2 = (float(v) for v in box)
     left = min(max(math.ceil(x1), 0), width)
     top = min(max(math.ceil(y1), 0), height)
     right = max(min(math.floor(x2), width), left)
     bottom = max(min(math.floor(y2), height), top)
     return left, top, right, bottom
+
+
+def draw_patch_cells(generator: torch.Generator | None, prob: float, patches: int,
+                     grid: tuple[int, int]) -> tuple[list[int], list[int]] | None:
+    """One box's draws from the (CPU) generator: None when the box is not masked, else the
+    patches' (rows, cols). Host-only work: the tensors read back here never live on the GPU."""
+    if torch.rand(1, generator=generator).item() >= prob:
+        return None
+    cols = torch.randint(grid[1], (patches,), generator=generator).tolist()
+    rows = torch.randint(grid[0], (patches,), generator=generator).tolist()
+    return rows, cols
 
 
 @torch.no_grad()
@@ -74,30 +90,46 @@ def occlusion_mask_boxes(
     if grid_rows <= 0 or grid_cols <= 0 or patches < 0:
         raise ValueError(f"grid must be positive and patches >= 0, got grid={grid}, patches={patches}")
 
-    masked = images.clone()
     channel_means = images.mean(dim=(2, 3))                              # [B, C]
     height, width = images.shape[2], images.shape[3]
     for image_index, boxes in enumerate(boxes_per_image):
         if boxes.numel() and (boxes.dim() != 2 or boxes.shape[1] != 4):
             raise ValueError(f"boxes of image {image_index} must be [n, 4], got shape {tuple(boxes.shape)}")
-        fill = channel_means[image_index][:, None]                       # [C, 1]
-        for box in boxes.reshape(-1, 4).cpu():
+    # one host read of every box of the batch; the draws below use the (CPU) generator only
+    counts = [int(b.numel() // 4) for b in boxes_per_image]
+    flat = torch.cat([b.reshape(-1, 4).to(torch.float64) for b in boxes_per_image]).cpu().tolist() \
+        if sum(counts) else []
+    rects: list[tuple[int, int, int, int, int]] = []  # (image, top, bottom, left, right)
+    start = 0
+    for image_index, count in enumerate(counts):
+        for box in flat[start:start + count]:
             left, top, right, bottom = _pixel_rect(box, height, width)
             box_w, box_h = right - left, bottom - top
             if box_w < MIN_BOX_SIDE or box_h < MIN_BOX_SIDE:
                 if fix_small_box_quirk:
                     continue
                 break  # official quirk: later boxes of this image stay unmasked
-            if torch.rand(1, generator=generator).item() >= prob:
+            draw = draw_patch_cells(generator, prob, patches, grid)
+            if draw is None:
                 continue
+            rows, cols = draw
             cell_h, cell_w = box_h // grid_rows, box_w // grid_cols
-            cols = torch.randint(grid_cols, (patches,), generator=generator).tolist()
-            rows = torch.randint(grid_rows, (patches,), generator=generator).tolist()
-            region = torch.zeros(box_h, box_w, dtype=torch.bool)
-            for row, col in zip(rows, cols):
-                region[row * cell_h:(row + 1) * cell_h, col * cell_w:(col + 1) * cell_w] = True
-            if not region.any():
+            if cell_h == 0 or cell_w == 0:
                 continue
-            view = masked[image_index, :, top:bottom, left:right]        # [C, bh, bw] view
-            view[:, region.to(view.device)] = fill.to(view.dtype)
-    return masked
+            for row, col in zip(rows, cols):
+                y0, x0 = top + row * cell_h, left + col * cell_w
+                rects.append((image_index, y0, y0 + cell_h, x0, x0 + cell_w))
+        start += count
+    if not rects:
+        return images.clone()
+    # every patch at once on the images' device: rows [n, H] x columns [n, W] per image
+    table = torch.tensor(rects, dtype=torch.int64).to(images.device, non_blocking=True)
+    ys = torch.arange(height, device=images.device)
+    xs = torch.arange(width, device=images.device)
+    in_rows = (ys[None, :] >= table[:, 1:2]) & (ys[None, :] < table[:, 2:3])       # [n, H]
+    in_cols = (xs[None, :] >= table[:, 3:4]) & (xs[None, :] < table[:, 4:5])       # [n, W]
+    of_image = table[:, 0:1] == torch.arange(images.shape[0], device=images.device)[None, :]  # [n, B]
+    covered = torch.einsum("nb,nh,nw->bhw", of_image.to(images.dtype), in_rows.to(images.dtype),
+                           in_cols.to(images.dtype)) > 0                            # [B, H, W]
+    fill = channel_means.to(images.dtype)[:, :, None, None]
+    return torch.where(covered[:, None], fill, images)

@@ -21,7 +21,7 @@ from torch import nn
 from personsearch.errors import ConfigError
 from personsearch.losses.oim import BACKGROUND, UNLABELED, OIMMemory
 from personsearch.methods.base import Method, StepOutput
-from personsearch.methods.common import num_slots
+from personsearch.methods.common import memory_update_mask, num_slots
 
 
 class SeqNetMethod(Method):
@@ -85,7 +85,10 @@ class SeqNetMethod(Method):
         persons = ids != BACKGROUND
         feats = out.roi_embeddings[persons]
         losses = {**out.losses, **self.memory.loss(feats, ids[persons], self.scale)}
-        return StepOutput(losses, pending={"feats": feats.detach(), "ids": ids[persons]})
+        # RoIs of a distributed sampler's padding repeats do not update the memory
+        update = persons & memory_update_mask(batch, out.roi_image)
+        return StepOutput(losses, pending={"feats": out.roi_embeddings[update].detach(),
+                                           "ids": ids[update]})
 
     def after_step(self, pending: dict[str, Any]) -> None:
         assert self.memory is not None

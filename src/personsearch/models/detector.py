@@ -37,7 +37,9 @@ import torch
 from torch import Tensor, nn
 
 from personsearch.models.anchors import AnchorGenerator
+from personsearch.losses.detection import BOX_LOSSES
 from personsearch.models.backbones import build_backbone
+from personsearch.models.cgps_head import CGPSEmbedding, CGPSRoIHeads
 from personsearch.models.embedding import BNNeckBoxRegressor, NormAwareEmbedding
 from personsearch.models.roi_heads import (
     Detections,
@@ -48,7 +50,9 @@ from personsearch.models.roi_heads import (
 )
 from personsearch.models.rpn import RegionProposalNetwork, RPNHead
 
-__all__ = ["Detections", "PersonSearchModel", "TrainOutput", "build_model"]
+__all__ = ["Detections", "PersonSearchModel", "ROI_HEAD_KINDS", "TrainOutput", "build_model"]
+
+ROI_HEAD_KINDS = ("seqnet", "cgps")
 
 
 @dataclass
@@ -102,9 +106,11 @@ def _check_batch(images: Tensor, image_sizes: list[tuple[int, int]]) -> None:
 
 
 class PersonSearchModel(nn.Module):
-    """Wires a backbone body (C4 map, `.out_channels`), an RPN and sequential RoI heads."""
+    """Wires a backbone body (C4 map, `.out_channels`), an RPN and RoI heads (SeqNet's two
+    sequential heads or CGPS's single head; both offer forward / detect / embed_boxes /
+    reid_features / pooler / embedding.dim)."""
 
-    def __init__(self, backbone: nn.Module, rpn: RegionProposalNetwork, roi_heads: SequentialRoIHeads) -> None:
+    def __init__(self, backbone: nn.Module, rpn: RegionProposalNetwork, roi_heads: SequentialRoIHeads | CGPSRoIHeads) -> None:
         super().__init__()
         self.backbone = backbone
         self.rpn = rpn
@@ -158,8 +164,10 @@ class PersonSearchModel(nn.Module):
         updates BatchNorm running statistics (see ``_keep_batchnorm_statistics``)."""
         if crops.dim() != 4 or crops.shape[1] != 3:
             raise ValueError(f"crops must be [P, 3, h, w], got {tuple(crops.shape)}")
-        if crops.shape[0] == 0:
+        if crops.shape[0] == 0 and not self.training:
             return torch.zeros(0, self.embedding_dim, device=crops.device)
+        # in training an empty batch still runs every layer: each process of a distributed
+        # run must make the same SyncBatchNorm calls, persons or not
         if crop_sizes is not None and len(crop_sizes) != crops.shape[0]:
             raise ValueError(f"{crops.shape[0]} crops but {len(crop_sizes)} crop sizes")
         height, width = crops.shape[2:]
@@ -203,8 +211,25 @@ def build_model(
     box_nms_thresh: float = 0.4,
     reid_nms_thresh: float = 0.5,
     detections_per_image: int = 300,
+    roi_head: str = "seqnet",
+    roi_aligned: bool = False,
+    rpn_min_size_train: float = 1e-3,
+    rpn_min_size_test: float = 1e-3,
+    rpn_box_loss: str = "smooth_l1_beta_1_9",
+    roi_box_loss: str = "smooth_l1_beta_1_9",
 ) -> PersonSearchModel:
-    """The SeqNet-style model from the model kwargs (docs/architecture.md)."""
+    """The person search model from the model kwargs (docs/architecture.md).
+
+    ``roi_head``: "seqnet" (two sequential heads, SeqNet) or "cgps" (CGPS's single head; uses
+    box_score_thresh / box_nms_thresh / detections_per_image, ignores separate_box_head and
+    reid_nms_thresh). ``roi_aligned``: RoIAlign with the half-pixel offset (mmcv, CGPS/DICL).
+    ``rpn_min_size_*``: smallest proposal side kept. ``*_box_loss``: one of
+    losses.detection.BOX_LOSSES (the reference each preset follows)."""
+    if roi_head not in ROI_HEAD_KINDS:
+        raise ValueError(f"roi_head must be one of {ROI_HEAD_KINDS}, got {roi_head!r}")
+    for name, value in (("rpn_box_loss", rpn_box_loss), ("roi_box_loss", roi_box_loss)):
+        if value not in BOX_LOSSES:
+            raise ValueError(f"{name} must be one of {BOX_LOSSES}, got {value!r}")
     parts = build_backbone(backbone, weights=backbone_weights, frozen_stem=frozen_stem, frozen_bn=frozen_bn)
     res4_channels = parts.body.out_channels
     res5_channels = parts.head_out_channels
@@ -221,11 +246,31 @@ def build_model(
         pre_nms_top_n={"training": rpn_pre_nms_top_n_train, "testing": rpn_pre_nms_top_n_test},
         post_nms_top_n={"training": rpn_post_nms_top_n_train, "testing": rpn_post_nms_top_n_test},
         nms_thresh=rpn_nms_thresh,
+        min_size={"training": rpn_min_size_train, "testing": rpn_min_size_test},
+        box_loss=rpn_box_loss,
     )
+    pooler = RoIPooler(roi_pooling, res4_channels, roi_output_size, roi_sampling_ratio, spatial_scale=1.0 / stride,
+                       aligned=roi_aligned)
+    if roi_head == "cgps":
+        cgps_heads = CGPSRoIHeads(
+            pooler=pooler,
+            head=ResHead(parts.make_head()),
+            box_predictor=FastRCNNPredictor(res5_channels),
+            embedding=CGPSEmbedding(res4_channels, res5_channels, embedding_dim),
+            fg_iou_thresh=roi_fg_iou_thresh,
+            bg_iou_thresh=roi_bg_iou_thresh,
+            batch_size_per_image=roi_batch_size_per_image,
+            positive_fraction=roi_positive_fraction,
+            score_thresh=box_score_thresh,
+            nms_thresh=box_nms_thresh,
+            detections_per_image=detections_per_image,
+            box_loss=roi_box_loss,
+        )
+        return PersonSearchModel(parts.body, rpn, cgps_heads)
     box_head = ResHead(parts.make_head())
     reid_head = ResHead(parts.make_head()) if separate_box_head else box_head
     roi_heads = SequentialRoIHeads(
-        pooler=RoIPooler(roi_pooling, res4_channels, roi_output_size, roi_sampling_ratio, spatial_scale=1.0 / stride),
+        pooler=pooler,
         box_head=box_head,
         box_predictor=FastRCNNPredictor(res5_channels),
         reid_head=reid_head,
@@ -239,5 +284,6 @@ def build_model(
         nms_thresh=box_nms_thresh,
         reid_nms_thresh=reid_nms_thresh,
         detections_per_image=detections_per_image,
+        box_loss=roi_box_loss,
     )
     return PersonSearchModel(parts.body, rpn, roi_heads)

@@ -15,6 +15,7 @@ exemplars   [P, K+1, D] unit embeddings; index 0 = original scale
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -70,29 +71,78 @@ def crop_and_resize(images: Tensor, rois: Tensor, size: tuple[int, int]) -> Tens
                      aligned=True)  # boxes stay float32 whatever the image dtype
 
 
+def _rect(box: Sequence[float], height: int, width: int) -> tuple[int, int, int, int]:
+    """Integer pixel rectangle (x1, y1, x2, y2) of the original-scale crop of a box (host
+    floats): floor/ceil, clipped, at least one pixel."""
+    x1 = min(max(math.floor(box[0]), 0), width - 1)
+    y1 = min(max(math.floor(box[1]), 0), height - 1)
+    x2 = min(max(math.ceil(box[2]), x1 + 1), width)
+    y2 = min(max(math.ceil(box[3]), y1 + 1), height)
+    return x1, y1, x2, y2
+
+
+def _pad_crops(crops: list[Tensor], like: Tensor, min_side: int) -> tuple[Tensor, list[tuple[int, int]]]:
+    """Enlarge sides shorter than ``min_side``, then zero-pad into one batch."""
+    resized = []
+    for crop in crops:
+        crop = crop.unsqueeze(0)
+        if crop.shape[-2] < min_side or crop.shape[-1] < min_side:
+            new_size = (max(min_side, crop.shape[-2]), max(min_side, crop.shape[-1]))
+            crop = F.interpolate(crop, size=new_size, mode="bilinear", align_corners=False)
+        resized.append(crop[0])
+    sizes = [(int(c.shape[-2]), int(c.shape[-1])) for c in resized]
+    if not resized:
+        return like.new_zeros((0, like.shape[-3], min_side, min_side)), sizes
+    batch = like.new_zeros((len(resized), like.shape[-3], max(h for h, _ in sizes), max(w for _, w in sizes)))
+    for index, crop in enumerate(resized):
+        batch[index, :, : crop.shape[-2], : crop.shape[-1]] = crop
+    return batch, sizes
+
+
 def original_scale_crops(images: Tensor, boxes: Tensor, min_side: int = 32
                          ) -> tuple[Tensor, list[tuple[int, int]]]:
     """The persons at their own size in the network input (the original-scale exemplar,
     methods.md §3.2 [open] default), zero-padded into one batch: ([P, 3, h_max, w_max],
-    [(h_p, w_p)]). Sides shorter than ``min_side`` are bilinearly enlarged to it so the
-    stride-16 map keeps more than one cell (BatchNorm in training needs it)."""
+    [(h_p, w_p)]). ``images`` [P, 3, H, W] holds person p's image at p. Sides shorter than
+    ``min_side`` are bilinearly enlarged to it so the stride-16 map keeps more than one cell
+    (BatchNorm in training needs it). The boxes are read back to the host once."""
     height, width = images.shape[-2:]
-    crops: list[Tensor] = []
-    for image, box in zip(images, boxes):
-        x1 = int(box[0].floor().clamp(0, width - 1))
-        y1 = int(box[1].floor().clamp(0, height - 1))
-        x2 = int(box[2].ceil().clamp(x1 + 1, width))
-        y2 = int(box[3].ceil().clamp(y1 + 1, height))
-        crop = image[:, y1:y2, x1:x2].unsqueeze(0)
-        if crop.shape[-2] < min_side or crop.shape[-1] < min_side:
-            new_size = (max(min_side, crop.shape[-2]), max(min_side, crop.shape[-1]))
-            crop = F.interpolate(crop, size=new_size, mode="bilinear", align_corners=False)
-        crops.append(crop[0])
-    sizes = [(int(c.shape[-2]), int(c.shape[-1])) for c in crops]
-    batch = images.new_zeros((len(crops), 3, max(h for h, _ in sizes), max(w for _, w in sizes)))
-    for index, crop in enumerate(crops):
-        batch[index, :, : crop.shape[-2], : crop.shape[-1]] = crop
-    return batch, sizes
+    rects = [_rect(box, height, width) for box in boxes.tolist()]
+    crops = [image[:, y1:y2, x1:x2] for image, (x1, y1, x2, y2) in zip(images, rects)]
+    return _pad_crops(crops, images, min_side)
+
+
+#: Pixels kept around a box when a person is cut out before masking: RoIAlign's bilinear taps
+#: (aligned, stride 1) reach at most one pixel beyond the box.
+WINDOW_MARGIN = 2
+
+
+def _masked_windows(images: Tensor, boxes: list[list[float]], box_image: list[int], box_rank: list[int],
+                    masks: Sequence[Tensor | None]) -> tuple[list[Tensor], list[tuple[int, int]]]:
+    """Per person the window of its image around its box (WINDOW_MARGIN pixels, clipped),
+    background set to black where the image has a label map: [3, h_p, w_p] pieces and their
+    (top, left) offsets. Crop first, mask second: no full-image copy per person."""
+    height, width = images.shape[-2:]
+    black = black_value(images.device, images.dtype)
+    padded_masks: dict[int, Tensor] = {}
+    pieces, offsets = [], []
+    for box, index, rank in zip(boxes, box_image, box_rank):
+        top = min(max(math.floor(box[1]) - WINDOW_MARGIN, 0), height - 1)
+        left = min(max(math.floor(box[0]) - WINDOW_MARGIN, 0), width - 1)
+        bottom = max(min(math.ceil(box[3]) + WINDOW_MARGIN, height), top + 1)
+        right = max(min(math.ceil(box[2]) + WINDOW_MARGIN, width), left + 1)
+        piece = images[index, :, top:bottom, left:right]
+        mask = masks[index]
+        if mask is not None:
+            if index not in padded_masks:  # label map -> padded batch size (0 = background)
+                full = torch.zeros((height, width), dtype=torch.uint8, device=images.device)
+                full[: mask.shape[0], : mask.shape[1]] = mask.to(images.device)
+                padded_masks[index] = full
+            foreground = padded_masks[index][top:bottom, left:right] == (rank + 1)
+            piece = torch.where(foreground, piece, black)
+        pieces.append(piece)
+        offsets.append((top, left))
+    return pieces, offsets
 
 
 def exemplar_embeddings(
@@ -102,28 +152,61 @@ def exemplar_embeddings(
     scales: Sequence[tuple[int, int]],
     masks: Sequence[Tensor | None] | None = None,
     original_scale: bool = True,
+    min_side: int = 32,
 ) -> Tensor:
     """[P, K+1, D] exemplar embeddings (index 0 the original scale) of every person.
 
-    Each person's image is background-filtered with its mask, the person is cropped and
-    resized to every (h, w) of ``scales`` (one ``embed_crops`` call per scale, batched over
-    persons) and, for index 0, kept at its own size (one padded batch, each person pooled
-    over its own region).
-    With ``original_scale=False`` index 0 is the first resized scale's embedding instead.
+    Each person is background-filtered with its mask (as :func:`filter_background` defines
+    it), cropped and resized to every (h, w) of ``scales`` (one ``embed_crops`` call per scale,
+    batched over persons) and, for index 0, kept at its own size (one padded batch, each person
+    pooled over its own region). With ``original_scale=False`` index 0 is the first resized
+    scale's embedding instead.
+
+    GPU-friendly: the boxes are read back to the host once per batch; with masks each person
+    is cut out of its image (a small window around the box) before masking, never a full-image
+    copy per person; without masks the resized crops come straight from the batch images.
+    The branch runs the same modules whether or not the batch has persons (an empty batch of
+    crops when it has none), so every process of a distributed run calls the same layers
+    (SyncBatchNorm, DDP).
     """
-    filtered = filter_background(images, boxes_per_image, masks)
-    num_persons = len(filtered)
     dim = model.embedding_dim
+    boxes_host = [box for b in boxes_per_image for box in b.tolist()]  # the one host read
+    box_image = [i for i, b in enumerate(boxes_per_image) for _ in range(len(b))]
+    box_rank = [k for b in boxes_per_image for k in range(len(b))]
+    num_persons = len(boxes_host)
     if num_persons == 0:
-        return images.new_zeros((0, len(scales) + 1, dim))
-    stacked = torch.stack(filtered)  # [P, 3, H, W]
-    boxes = torch.cat([b.to(images.dtype) for b in boxes_per_image], dim=0)
-    rois = torch.cat([torch.arange(num_persons, device=images.device, dtype=images.dtype)[:, None],
-                      boxes], dim=1)
-    per_scale = [model.embed_crops(crop_and_resize(stacked, rois, tuple(size))) for size in scales]
+        empty = [model.embed_crops(images.new_zeros((0, images.shape[1], *size))) for size in scales]
+        if original_scale:
+            empty.insert(0, model.embed_crops(images.new_zeros((0, images.shape[1], min_side, min_side)), []))
+        return images.new_zeros((0, len(scales) + 1, dim)) + sum(e.sum() for e in empty) * 0.0
+    height, width = images.shape[-2:]
+    use_masks = masks is not None and any(m is not None for m in masks)
+    if use_masks:
+        pieces, offsets = _masked_windows(images, boxes_host, box_image, box_rank, masks)
+        max_h = max(p.shape[-2] for p in pieces)
+        max_w = max(p.shape[-1] for p in pieces)
+        # edge-replicated padding: a window cut at the image border keeps the border's clamping
+        source = torch.stack([F.pad(p[None], (0, max_w - p.shape[-1], 0, max_h - p.shape[-2]),
+                                    mode="replicate")[0] if p.shape[-2:] != (max_h, max_w) else p
+                              for p in pieces])
+        roi_rows = [[float(p), box[0] - left, box[1] - top, box[2] - left, box[3] - top]
+                    for p, (box, (top, left)) in enumerate(zip(boxes_host, offsets))]
+    else:
+        source = images
+        roi_rows = [[float(i), *box] for i, box in zip(box_image, boxes_host)]
+    rois = torch.tensor(roi_rows, dtype=torch.float32).to(images.device, non_blocking=True)
+    per_scale = [model.embed_crops(crop_and_resize(source, rois, tuple(size))) for size in scales]
     if original_scale:
-        crops, crop_sizes = original_scale_crops(stacked, boxes)
-        original = model.embed_crops(crops, crop_sizes)
+        crops = []
+        for index, box in enumerate(boxes_host):
+            x1, y1, x2, y2 = _rect(box, height, width)
+            if use_masks:
+                top, left = offsets[index]
+                crops.append(pieces[index][:, y1 - top:y2 - top, x1 - left:x2 - left])
+            else:
+                crops.append(images[box_image[index], :, y1:y2, x1:x2])
+        batch, crop_sizes = _pad_crops(crops, images, min_side)
+        original = model.embed_crops(batch, crop_sizes)
     else:
         original = per_scale[0]
     return torch.stack([original, *per_scale], dim=1)
