@@ -56,6 +56,10 @@ class DataConfig:
         _check(self.batch_size >= 1, "data.batch_size", "must be >= 1")
 
 
+#: = personsearch.losses.detection.BOX_LOSSES (spelled out so that reading a config imports no torch)
+BOX_LOSS_NAMES = ("l1", "smooth_l1", "smooth_l1_beta_1_9")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Exactly the keyword arguments of ``personsearch.models.build_model``."""
@@ -88,6 +92,19 @@ class ModelConfig:
     box_nms_thresh: float = 0.4
     reid_nms_thresh: float = 0.5
     detections_per_image: int = 300
+    roi_head: str = "seqnet"  # "seqnet" (two sequential heads) | "cgps" (CGPS's single head)
+    roi_aligned: bool = False  # RoIAlign half-pixel offset (mmcv / CGPS / DICL: true)
+    rpn_min_size_train: float = 1e-3  # smallest proposal side (torchvision 1e-3; mmdet CGPS 8)
+    rpn_min_size_test: float = 1e-3  # (mmdet CGPS 16)
+    rpn_box_loss: str = "smooth_l1_beta_1_9"  # l1 | smooth_l1 (beta 1) | smooth_l1_beta_1_9
+    roi_box_loss: str = "smooth_l1_beta_1_9"
+
+    def __post_init__(self) -> None:
+        _check(self.roi_head in ("seqnet", "cgps"), "model.roi_head",
+               f"expected seqnet or cgps, got {self.roi_head!r}")
+        for name in ("rpn_box_loss", "roi_box_loss"):
+            _check(getattr(self, name) in BOX_LOSS_NAMES, f"model.{name}",
+                   f"expected one of {', '.join(BOX_LOSS_NAMES)}, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)

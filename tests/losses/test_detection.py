@@ -48,3 +48,29 @@ def test_losses_with_nothing_sampled_are_zero():
     out = rpn_loss(torch.zeros(0), torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64), torch.zeros(0, 4))
     assert set(out) == {"loss_rpn_objectness", "loss_rpn_box"}
     assert all(v.item() == 0.0 for v in out.values())
+
+
+@pytest.mark.parametrize("box_loss, expected", [
+    # deltas 0.05 and 2.0 on one positive, 4 sampled candidates
+    ("l1", (0.05 + 2.0) / 4),
+    ("smooth_l1", (0.5 * 0.05**2 + (2.0 - 0.5)) / 4),  # beta 1: quadratic below 1
+    ("smooth_l1_beta_1_9", (0.5 * 0.05**2 * 9 + (2.0 - 1 / 18)) / 4),
+])
+def test_box_loss_setting_hand_computed(box_loss, expected):
+    labels = torch.tensor([1, 0, 0, 0])
+    pred = torch.zeros(4, 4)
+    pred[0, 0], pred[0, 3] = 0.05, 2.0
+    pred[1] = 7.0  # a negative: never penalised
+    assert rpn_loss(torch.zeros(4), pred, labels, torch.zeros(4, 4), box_loss=box_loss)["loss_rpn_box"].item() == pytest.approx(expected, rel=1e-5)
+    regression = torch.cat([torch.full((4, 4), 9.0), pred], dim=1)
+    assert fast_rcnn_loss(torch.zeros(4, 2), regression, labels, torch.zeros(4, 4), box_loss=box_loss)["loss_det_box"].item() == pytest.approx(expected, rel=1e-5)
+    assert reid_head_loss(torch.zeros(4), regression, labels, torch.zeros(4, 4), box_loss=box_loss)["loss_reid_box"].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_unknown_box_loss_is_an_error_and_names_match_config():
+    from personsearch.config import BOX_LOSS_NAMES
+    from personsearch.losses.detection import BOX_LOSSES
+
+    assert BOX_LOSS_NAMES == BOX_LOSSES
+    with pytest.raises(ValueError, match="box loss must be one of l1, smooth_l1, smooth_l1_beta_1_9; got 'l2'"):
+        rpn_loss(torch.zeros(1), torch.zeros(1, 4), torch.ones(1, dtype=torch.int64), torch.zeros(1, 4), box_loss="l2")

@@ -30,6 +30,7 @@ CONTRACT_KWARGS = [
     "rpn_nms_thresh", "rpn_fg_iou_thresh", "rpn_bg_iou_thresh", "rpn_batch_size_per_image", "rpn_positive_fraction",
     "roi_fg_iou_thresh", "roi_bg_iou_thresh", "roi_batch_size_per_image", "roi_positive_fraction",
     "box_score_thresh", "box_nms_thresh", "reid_nms_thresh", "detections_per_image",
+    "roi_head", "roi_aligned", "rpn_min_size_train", "rpn_min_size_test", "rpn_box_loss", "roi_box_loss",
 ]
 
 

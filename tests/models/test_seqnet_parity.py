@@ -100,7 +100,7 @@ def _randomise(model: torch.nn.Module, generator: torch.Generator) -> None:
 
 
 def _images(generator: torch.Generator) -> list[np.ndarray]:
-    """Smooth random scenes (uint8 RGB): low-frequency noise upsampled, plus bright bars."""
+    """Smooth random scenes (uint8 RGB): low-frequency noise upsampled, darker at the query boxes."""
     images = []
     for height, width in IMAGE_SIZES:
         coarse = torch.rand(1, 3, height // 20, width // 20, generator=generator)
@@ -111,12 +111,9 @@ def _images(generator: torch.Generator) -> list[np.ndarray]:
     return images
 
 
-@pytest.fixture(scope="module")
-def models():
+def build_reference() -> torch.nn.Module:
+    """SeqNet's model from its source, seeded random weights, eval mode."""
     import torchvision
-
-    from personsearch.engine.reference_checkpoints import import_reference_checkpoint
-    from personsearch.engine.checkpoint import load_model, save_checkpoint
 
     seqnet, defaults = _import_seqnet()
     resnet_module = torchvision.models.resnet
@@ -131,20 +128,30 @@ def models():
     finally:
         resnet_module.__dict__["resnet50"] = original
     _randomise(reference, torch.Generator().manual_seed(1))
-    reference.eval()
-    return reference, import_reference_checkpoint, load_model, save_checkpoint
+    return reference.eval()
 
 
-@pytest.fixture(scope="module")
-def ours(models, tmp_path_factory):
-    reference, import_reference_checkpoint, load_model, save_checkpoint = models
-    folder = tmp_path_factory.mktemp("seqnet_parity")
+def build_ours(reference: torch.nn.Module, folder: Path):
+    """Save SeqNet's state dict as its released files are laid out, import it, load it."""
+    from personsearch.engine.checkpoint import load_model, save_checkpoint
+    from personsearch.engine.reference_checkpoints import import_reference_checkpoint
+
     source = folder / "epoch_19.pth"
     torch.save({"model": reference.state_dict(), "epoch": 19}, source)
     out = folder / "imported.pt"
     save_checkpoint(out, import_reference_checkpoint("seqnet", source, "prw"))
     model, info = load_model(out)
     return model, info, out
+
+
+@pytest.fixture(scope="module")
+def models():
+    return (build_reference(),)
+
+
+@pytest.fixture(scope="module")
+def ours(models, tmp_path_factory):
+    return build_ours(models[0], tmp_path_factory.mktemp("seqnet_parity"))
 
 
 def _theirs(reference, image: np.ndarray, boxes: list[list[float]] | None):

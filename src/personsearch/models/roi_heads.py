@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from personsearch.losses.detection import fast_rcnn_loss, reid_head_loss
+from personsearch.losses.detection import DEFAULT_BOX_LOSS, check_box_loss, fast_rcnn_loss, reid_head_loss
 from personsearch.models.embedding import BNNeckBoxRegressor, NormAwareEmbedding
 from personsearch.models.sampling import BalancedSampler, Matcher, labels_from_matches
 from personsearch.ops.boxes import box_iou, clip_boxes, decode_boxes, encode_boxes, remove_small_boxes
@@ -77,11 +77,14 @@ def boxes_to_rois(boxes_list: list[Tensor]) -> Tensor:
 
 class RoIPooler(nn.Module):
     """Pools boxes of every image from the backbone map: "roi_align" (torchvision
-    MultiScaleRoIAlign semantics on one level, aligned=False) or "deform_roi_pool"
+    MultiScaleRoIAlign semantics on one level, aligned=False; mmcv's RoIAlign, which CGPS uses,
+    has aligned=True: the half-pixel offset) or "deform_roi_pool"
     (learned offsets, mmcv DeformRoIPoolPack semantics)."""
 
-    def __init__(self, kind: str, in_channels: int, output_size: int, sampling_ratio: int, spatial_scale: float) -> None:
+    def __init__(self, kind: str, in_channels: int, output_size: int, sampling_ratio: int, spatial_scale: float,
+                 aligned: bool = False) -> None:
         super().__init__()
+        self.aligned = bool(aligned)
         if kind not in ROI_POOLING_KINDS:
             raise ValueError(f"roi_pooling must be one of {ROI_POOLING_KINDS}, got {kind!r}")
         self.kind = kind
@@ -102,7 +105,7 @@ class RoIPooler(nn.Module):
         rois = rois.to(features.device)
         if self.deform is not None:
             return self.deform(features, rois)  # float32 boxes even under bf16 autocast
-        return roi_align(features, rois, self.output_size, self.spatial_scale, self.sampling_ratio, aligned=False)
+        return roi_align(features, rois, self.output_size, self.spatial_scale, self.sampling_ratio, aligned=self.aligned)
 
 
 class ResHead(nn.Module):
@@ -150,6 +153,44 @@ class _Sampled:
     regression_targets: list[Tensor]  # per image [S_i, 4]
 
 
+def sample_rois(matcher: Matcher, sampler: BalancedSampler, proposals: list[Tensor], gt_boxes: list[Tensor]) -> _Sampled:
+    """Add the GT boxes to the proposals, match, sample (per image): boxes, labels (1 person /
+    0 background), matched GT index (-1 background) and box-coder regression targets."""
+    out = _Sampled([], [], [], [])
+    for props, gt in zip(proposals, gt_boxes):
+        candidates = torch.cat([props.detach().float(), gt.float()], dim=0)
+        matches = matcher(box_iou(gt.float(), candidates))
+        labels = labels_from_matches(matches)
+        pos_mask, neg_mask = sampler(labels)
+        keep = torch.nonzero(pos_mask | neg_mask).flatten()
+        boxes, labels, matches = candidates[keep], labels[keep], matches[keep]
+        matched = torch.where(labels > 0, matches, torch.full_like(matches, -1))
+        targets = torch.zeros(keep.numel(), 4, dtype=torch.float32, device=candidates.device)
+        positive = labels > 0
+        if bool(positive.any()):
+            targets[positive] = encode_boxes(gt.float()[matched[positive]], boxes[positive], ROI_BOX_WEIGHTS)
+        out.boxes.append(boxes)
+        out.labels.append(labels)
+        out.matched.append(matched)
+        out.regression_targets.append(targets)
+    return out
+
+
+def rois_slots(matched_list: list[Tensor], gt_slots_list: list[Tensor]) -> Tensor:
+    """[R]: the slot of each sampled RoI's GT box (-1 for background), image after image."""
+    return torch.cat(
+        [
+            matched.clone() if slots.numel() == 0 else torch.where(matched >= 0, slots[matched.clamp(min=0)], matched)
+            for matched, slots in zip(matched_list, gt_slots_list)
+        ]
+    )
+
+
+def batch_index(boxes_list: list[Tensor], device: torch.device) -> Tensor:
+    """[sum n_i]: the image index of every box."""
+    return torch.cat([torch.full((b.shape[0],), i, dtype=torch.int64, device=device) for i, b in enumerate(boxes_list)])
+
+
 class SequentialRoIHeads(nn.Module):
     def __init__(
         self,
@@ -168,8 +209,10 @@ class SequentialRoIHeads(nn.Module):
         reid_nms_thresh: float,
         detections_per_image: int,
         min_box_size: float = 1e-2,
+        box_loss: str = DEFAULT_BOX_LOSS,
     ) -> None:
         super().__init__()
+        self.box_loss = check_box_loss(box_loss)
         self.pooler = pooler
         self.box_head = box_head
         self.box_predictor = box_predictor
@@ -187,24 +230,7 @@ class SequentialRoIHeads(nn.Module):
     # ------------------------------------------------------------------ sampling
     def sample(self, proposals: list[Tensor], gt_boxes: list[Tensor]) -> _Sampled:
         """Add the GT boxes to the proposals, match, sample; per image."""
-        out = _Sampled([], [], [], [])
-        for props, gt in zip(proposals, gt_boxes):
-            candidates = torch.cat([props.detach().float(), gt.float()], dim=0)
-            matches = self.matcher(box_iou(gt.float(), candidates))
-            labels = labels_from_matches(matches)
-            pos_mask, neg_mask = self.sampler(labels)
-            keep = torch.nonzero(pos_mask | neg_mask).flatten()
-            boxes, labels, matches = candidates[keep], labels[keep], matches[keep]
-            matched = torch.where(labels > 0, matches, torch.full_like(matches, -1))
-            targets = torch.zeros(keep.numel(), 4, dtype=torch.float32, device=candidates.device)
-            positive = labels > 0
-            if bool(positive.any()):
-                targets[positive] = encode_boxes(gt.float()[matched[positive]], boxes[positive], ROI_BOX_WEIGHTS)
-            out.boxes.append(boxes)
-            out.labels.append(labels)
-            out.matched.append(matched)
-            out.regression_targets.append(targets)
-        return out
+        return sample_rois(self.matcher, self.sampler, proposals, gt_boxes)
 
     # ------------------------------------------------------------------ shared pieces
     def reid_features(self, roi_maps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -238,7 +264,8 @@ class SequentialRoIHeads(nn.Module):
         _, feat_res5 = self.box_head(self.pooler(features, stage1.boxes))
         class_logits, box_regression = self.box_predictor(feat_res5)
         labels1 = torch.cat(stage1.labels)
-        losses = fast_rcnn_loss(class_logits, box_regression, labels1, torch.cat(stage1.regression_targets))
+        losses = fast_rcnn_loss(class_logits, box_regression, labels1, torch.cat(stage1.regression_targets),
+                                box_loss=self.box_loss)
 
         # stage 2: re-id head on the detached, clipped stage-1 boxes (+ GT), re-sampled
         counts1 = [b.shape[0] for b in stage1.boxes]
@@ -254,21 +281,13 @@ class SequentialRoIHeads(nn.Module):
         labels2 = torch.cat(stage2.labels)
         reid_regression = self.reid_regressor(feat_res5[:num_rois])
         losses.update(
-            reid_head_loss(person_logits[:num_rois], reid_regression, labels2, torch.cat(stage2.regression_targets))
+            reid_head_loss(person_logits[:num_rois], reid_regression, labels2, torch.cat(stage2.regression_targets),
+                           box_loss=self.box_loss)
         )
 
-        roi_slots = torch.cat(
-            [
-                matched.clone() if slots.numel() == 0 else torch.where(matched >= 0, slots[matched.clamp(min=0)], matched)
-                for matched, slots in zip(stage2.matched, gt_slots_list)
-            ]
-        )
-        roi_image = torch.cat(
-            [torch.full((b.shape[0],), i, dtype=torch.int64, device=device) for i, b in enumerate(stage2.boxes)]
-        )
-        gt_image = torch.cat(
-            [torch.full((b.shape[0],), i, dtype=torch.int64, device=device) for i, b in enumerate(gt_boxes)]
-        )
+        roi_slots = rois_slots(stage2.matched, gt_slots_list)
+        roi_image = batch_index(stage2.boxes, device)
+        gt_image = batch_index(gt_boxes, device)
         return RoIHeadsTrainOutput(
             losses=losses,
             roi_embeddings=embeddings[:num_rois],

@@ -14,7 +14,8 @@ proposals    list of B tensors [P_i, 4] x1y1x2y2 in input pixels, P_i <= post-NM
 targets      list of B dicts with "boxes" [G_i, 4] (G_i may be 0)
 
 Proposal selection per image: pre-NMS top-n by objectness, decode, clip to the image size,
-drop boxes smaller than `min_size`, NMS at `nms_thresh`, keep the post-NMS top-n; the train
+drop boxes smaller than `min_size` (train / test values: torchvision 1e-3; mmdetection's CGPS
+and DICL configs 8 / 16 pixels of the resized image), NMS at `nms_thresh`, keep the post-NMS top-n; the train
 and test values of the two top-n differ (dicts keyed "training" / "testing"). Proposals are
 detached: no gradient flows from the RoI heads into the RPN's box deltas.
 """
@@ -24,7 +25,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 import torch
 
-from personsearch.losses.detection import rpn_loss
+from personsearch.losses.detection import DEFAULT_BOX_LOSS, check_box_loss, rpn_loss
 from personsearch.models.anchors import AnchorGenerator
 from personsearch.models.sampling import BalancedSampler, Matcher, labels_from_matches
 from personsearch.ops.boxes import box_iou, clip_boxes, decode_boxes, encode_boxes, remove_small_boxes
@@ -71,7 +72,8 @@ class RegionProposalNetwork(nn.Module):
         pre_nms_top_n: dict[str, int],
         post_nms_top_n: dict[str, int],
         nms_thresh: float,
-        min_size: float = 1e-3,
+        min_size: float | dict[str, float] = 1e-3,
+        box_loss: str = DEFAULT_BOX_LOSS,
     ) -> None:
         super().__init__()
         for name, top_n in (("pre_nms_top_n", pre_nms_top_n), ("post_nms_top_n", post_nms_top_n)):
@@ -84,7 +86,12 @@ class RegionProposalNetwork(nn.Module):
         self.pre_nms_top_n = dict(pre_nms_top_n)
         self.post_nms_top_n = dict(post_nms_top_n)
         self.nms_thresh = float(nms_thresh)
-        self.min_size = float(min_size)
+        if not isinstance(min_size, dict):
+            min_size = {"training": min_size, "testing": min_size}
+        if set(min_size) != {"training", "testing"}:
+            raise ValueError(f"min_size needs the keys 'training' and 'testing', got {sorted(min_size)}")
+        self.min_size = {mode: float(size) for mode, size in min_size.items()}
+        self.box_loss = check_box_loss(box_loss)
 
     def _mode(self) -> str:
         return "training" if self.training else "testing"
@@ -97,7 +104,7 @@ class RegionProposalNetwork(nn.Module):
         boxes = decode_boxes(deltas.detach()[top_idx], anchors[top_idx], RPN_BOX_WEIGHTS)
         boxes = clip_boxes(boxes, image_size)
         scores = objectness[top_idx]
-        keep = remove_small_boxes(boxes, self.min_size)
+        keep = remove_small_boxes(boxes, self.min_size[self._mode()])
         boxes, scores = boxes[keep], scores[keep]
         keep = nms(boxes, scores, self.nms_thresh)[: self.post_nms_top_n[self._mode()]]
         return boxes[keep]
@@ -137,6 +144,7 @@ class RegionProposalNetwork(nn.Module):
             sampled_labels.append(labels)
             sampled_targets.append(regression_targets)
         losses = rpn_loss(
-            torch.cat(sampled_objectness), torch.cat(sampled_deltas), torch.cat(sampled_labels), torch.cat(sampled_targets)
+            torch.cat(sampled_objectness), torch.cat(sampled_deltas), torch.cat(sampled_labels), torch.cat(sampled_targets),
+            box_loss=self.box_loss,
         )
         return proposals, losses
