@@ -4,15 +4,30 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean parity
+.PHONY: demo test venv clean parity lock
 
-$(STAMP): pyproject.toml
+# requirements.lock pins every dependency (and theirs) at the version the README figures were
+# measured with; pyproject.toml keeps the ranges, so `pip install -e .` still works unpinned.
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned: the local CPU wheel here, the standard build elsewhere.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
+
+# Rewrite requirements.lock from what .venv holds now (after adding or upgrading a dependency in
+# pyproject.toml and installing it into .venv). Local version labels are dropped (the CPU wheel
+# torch 2.13.0+cpu is pinned as torch==2.13.0, which the standard build satisfies too); the
+# project itself is left out (installed with --no-deps -e .).
+lock:
+	{ echo "# Every dependency of personsearch (runtime + dev) at the version the README figures were"; \
+	  echo "# measured with: Python 3.11, Linux x86-64. Written by 'make lock' from .venv; used by"; \
+	  echo "# 'make test' / 'make demo' (pip install -r requirements.lock, then --no-deps -e .)."; \
+	  $(PY) -m pip freeze --exclude-editable | grep -v '^#' | sed -E 's/\+[A-Za-z0-9.]+$$//'; \
+	} > requirements.lock.tmp
+	mv requirements.lock.tmp requirements.lock
 
 venv: $(STAMP)
 
