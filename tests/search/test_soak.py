@@ -3,7 +3,7 @@ real (tiny, random-weight) model: a few hundred requests from four concurrent cl
 route, large uploads, refused requests. Asserts boundedness only, never timings: every answer
 is the expected status, the server's memory after the warm-up does not grow with the uploads
 (before the fix each 2400x1600 upload stayed in memory at full size, 11.5 MB, the last 16 of
-them), and its threads come back when the clients leave. The long run with its figures is
+them), and its threads and open files come back when the clients leave. The long run with its figures is
 benchmarks/serve_soak.py."""
 
 from __future__ import annotations
@@ -38,10 +38,11 @@ def test_short_soak_memory_stays_bounded(tmp_path, scene_dir, tiny_checkpoint):
         # the uploads after the warm-up (6 or more) would add 69 MB or more if kept at full size
         assert memory["rss_mb_end"] - memory["rss_mb_after_warmup"] < 40, memory
         for _ in range(400):  # the handler threads end once the clients have closed their connections
-            if process_memory(server.pid)["threads"] <= memory["threads_start"]:
+            now = process_memory(server.pid)
+            if now["threads"] <= memory["threads_start"] and now["open_files"] <= memory["open_files_start"]:
                 break
             threading.Event().wait(0.05)
-        assert process_memory(server.pid)["threads"] <= memory["threads_start"]
+        assert now["threads"] <= memory["threads_start"] and now["open_files"] <= memory["open_files_start"], now
 
 
 @pytest.mark.parametrize("flag", ["--max-upload-mpixels", "--upload-store-mb", "--request-timeout", "--max-upload-mb"])

@@ -55,6 +55,16 @@ def test_unreadable_upload_is_a_415(data):
     assert refused.value.status == 415
 
 
+def test_only_web_image_formats_are_opened():
+    image = Image.new("RGB", (20, 10), (1, 2, 3))
+    for fmt in ("PPM", "TGA", "PCX"):  # formats PIL reads, but no browser sends
+        with pytest.raises(RequestRefused) as refused:
+            decode_upload(encode(image, fmt), max_pixels=10**6, min_size=64, max_size=96)
+        assert refused.value.status == 415, fmt
+    for fmt in ("GIF", "WEBP", "BMP", "TIFF"):
+        assert decode_upload(encode(image, fmt), max_pixels=10**6, min_size=64, max_size=96).rgb.shape == (10, 20, 3)
+
+
 def test_truncated_jpeg_is_a_415():
     data = encode(Image.new("RGB", (64, 64), (1, 2, 3)), "JPEG")
     with pytest.raises(RequestRefused) as refused:

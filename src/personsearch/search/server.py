@@ -221,6 +221,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        self.rfile.close()  # the plain socket reader; the socket itself stays open
         self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self), buffer_size=64 * 1024)
 
     def handle_one_request(self) -> None:

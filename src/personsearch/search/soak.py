@@ -39,13 +39,14 @@ EXPECTED = {"upload": 201, "bad_host": 403, "deep_json": 400, "nan": 400, "huge_
 
 
 def process_memory(pid: int) -> dict:
-    """VmRSS, VmHWM (peak RSS) in MB and the thread count of process ``pid`` (/proc, Linux)."""
+    """VmRSS, VmHWM (peak RSS) in MB, the thread count and the open file descriptors of process
+    ``pid`` (/proc, Linux)."""
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
         fields[key] = value.strip()
     return {"rss_mb": int(fields["VmRSS"].split()[0]) / 1024, "peak_rss_mb": int(fields["VmHWM"].split()[0]) / 1024,
-            "threads": int(fields["Threads"])}
+            "threads": int(fields["Threads"]), "open_files": len(os.listdir(f"/proc/{pid}/fd"))}
 
 
 def photo(size: tuple[int, int], fmt: str, seed: int = 0) -> bytes:
@@ -289,7 +290,8 @@ def run_soak(server: ServerProcess, clients: int = 8, requests_per_client: int =
                           "rss_mb_max_after_warmup": round(max(warm or [memory_end["rss_mb"]]), 1),
                           "peak_rss_mb": round(memory_end["peak_rss_mb"], 1),
                           "rss_mb_by_progress": progress,
-                          "threads_start": memory_start["threads"], "threads_end": memory_end["threads"]},
+                          "threads_start": memory_start["threads"], "threads_end": memory_end["threads"],
+                          "open_files_start": memory_start["open_files"], "open_files_end": memory_end["open_files"]},
         "load_average_start": [round(v, 2) for v in load_before],
         "load_average_end": [round(v, 2) for v in os.getloadavg()],
     }

@@ -1,7 +1,7 @@
 """Uploaded query images: decoded within a pixel budget, downscaled on receipt, kept in a store
 bounded in bytes.
 
-Decoding. The image header is read first (``Image.open`` decodes no pixels); an image whose
+Decoding. Only the formats in ``UPLOAD_FORMATS`` are opened. The image header is read first (``Image.open`` decodes no pixels); an image whose
 declared width x height exceeds ``max_pixels`` is refused *before* any pixel is decoded, so a
 160 KB PNG declaring 7000 x 7000 pixels costs nothing. An accepted image is reduced to the size
 the model works at (the index's preprocessing: short side ``min_size``, long side at most
@@ -30,6 +30,8 @@ from personsearch.data.transforms import resize_scale, resized_size
 from personsearch.search.http_checks import RequestRefused
 
 ENTRY_OVERHEAD_BYTES = 1024
+# the formats PIL may open an upload as (no EPS, which PIL decodes with an external Ghostscript)
+UPLOAD_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")  # "JPEG" also opens MPO (multi-picture JPEG)
 # EXIF orientation -> the transpose that shows the image upright
 _ORIENTATION = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
                 4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
@@ -52,7 +54,7 @@ def decode_upload(data: bytes, max_pixels: int, min_size: int, max_size: int) ->
     """Decode an uploaded image (see the module docstring). RequestRefused 413 when it declares
     more than ``max_pixels`` pixels, 415 when it is not a readable image."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS) as image:
             width, height = image.size
             if width < 1 or height < 1:
                 raise RequestRefused(415, f"upload has an empty size {width}x{height}")
@@ -63,7 +65,7 @@ def decode_upload(data: bytes, max_pixels: int, min_size: int, max_size: int) ->
             scale = min(1.0, resize_scale(height, width, min_size, max_size))
             target_h, target_w = resized_size(height, width, scale)
             fmt = (image.format or "").upper()
-            if fmt == "JPEG" and scale < 1.0:
+            if fmt in ("JPEG", "MPO") and scale < 1.0:
                 image.draft("RGB", (target_w, target_h))  # decode at 1/2, 1/4 or 1/8 scale
             image.load()
             rgb_image = image.convert("RGB")
@@ -80,7 +82,7 @@ def decode_upload(data: bytes, max_pixels: int, min_size: int, max_size: int) ->
         if orientation >= 5:
             width, height = height, width
     buffer = io.BytesIO()
-    if fmt == "JPEG":
+    if fmt in ("JPEG", "MPO"):
         rgb_image.save(buffer, format="JPEG", quality=90)
         mime = "image/jpeg"
     else:
