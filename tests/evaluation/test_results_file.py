@@ -103,7 +103,8 @@ def test_does_not_fit_dataset(tmp_path):
 @pytest.fixture
 def fake_prw(monkeypatch):
     splits = {"gallery": frames(), "query": queries()}
-    monkeypatch.setattr(personsearch.data, "load_split", lambda fmt, root, split: splits[split])
+    monkeypatch.setattr(personsearch.data, "load_split",
+                        lambda fmt, root, split, **_: splits[split])
 
 
 def test_cli(tmp_path, fake_prw, capsys):

@@ -53,8 +53,10 @@ def evaluate_results(dataset: str, root: str, results_path: str, gallery_size: i
     from personsearch.evaluation.evaluators import evaluate_search
     from personsearch.evaluation.results_file import check_results_fit, load_results_file
 
-    gallery_records = load_split(dataset, root, "gallery")
-    query_records = load_split(dataset, root, "query")
+    # The evaluation needs names, boxes and ids, not image sizes: reading 6,978 gallery and
+    # 2,900 query JPEG headers would be most of the process's time.
+    gallery_records = load_split(dataset, root, "gallery", read_sizes=False)
+    query_records = load_split(dataset, root, "query", read_sizes=False)
     results = load_results_file(results_path)
     check_results_fit(results, [r.image_name for r in gallery_records], len(query_records))
     protocol = None

@@ -28,6 +28,7 @@ Conversions (bit-exact with SeqNet; boxes stored as float32 of the int values):
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ import numpy as np
 
 from personsearch.data.check import (Malformed, ProblemLog, image_size, mat_box, mat_cells,
                                      mat_str, read_mat_cells, report_duplicates, struct_field)
+from personsearch.data.parse_cache import Arrays, cached_arrays
 from personsearch.data.records import UNLABELED, SceneRecord
 
 GALLERY_SIZES = (50, 100, 500, 1000, 2000, 4000)
@@ -58,6 +60,11 @@ class CuhkQuery:
 
 def annotation_dir(root: Path) -> Path:
     return Path(root) / "annotation"
+
+
+def image_dir(root: Path) -> str:
+    """The folder of every image, ``<root>/Image/SSM``."""
+    return str(Path(root) / "Image" / "SSM")
 
 
 def protocol_path(root: str | Path, gallery_size: int, subset: str | None = None
@@ -93,7 +100,41 @@ def xywh_int_to_x1y1x2y2(boxes: np.ndarray) -> np.ndarray:
 
 
 def read_protocol_file(path: Path, var: str, log: ProblemLog) -> list[CuhkQuery]:
-    """Every entry of a TestG / subset file (problems reported with the entry index)."""
+    """Every entry of a TestG / subset file (problems reported with the entry index). Strict
+    reads come from the parse cache (:mod:`personsearch.data.parse_cache`) when the file was
+    parsed before; collecting reads (``data check``) always parse."""
+    if log.collect:
+        return _parse_protocol_file(path, var, log)
+    return _decode_protocol(cached_arrays(
+        [path], f"cuhk-protocol:{var}",
+        lambda: _encode_protocol(_parse_protocol_file(path, var, log))))
+
+
+def _encode_protocol(queries: list[CuhkQuery]) -> Arrays:
+    entries = [entry for query in queries for entry in query.gallery]
+    no_box = np.full(4, np.nan)
+    return {
+        "query_names": np.array([q.query_name for q in queries], dtype=str),
+        "query_boxes": np.array([q.query_box for q in queries], np.float32).reshape(-1, 4),
+        "gallery_offsets": np.cumsum([0] + [len(q.gallery) for q in queries]).astype(np.int64),
+        "gallery_names": np.array([name for name, _ in entries], dtype=str),
+        "gallery_boxes": np.array([no_box if box is None else box for _, box in entries],
+                                  np.float64).reshape(-1, 4),
+    }
+
+
+def _decode_protocol(arrays: Arrays) -> list[CuhkQuery]:
+    names = arrays["gallery_names"].tolist()
+    boxes = arrays["gallery_boxes"]
+    positive = ~np.isnan(boxes[:, 0])
+    entries = [(name, boxes[k].copy() if positive[k] else None)
+               for k, name in enumerate(names)]
+    offsets = arrays["gallery_offsets"].tolist()
+    return [CuhkQuery(name, arrays["query_boxes"][i].copy(), entries[offsets[i]:offsets[i + 1]])
+            for i, name in enumerate(arrays["query_names"].tolist())]
+
+
+def _parse_protocol_file(path: Path, var: str, log: ProblemLog) -> list[CuhkQuery]:
     items = read_mat_cells(path, (var,), log)
     if items is None:
         return []
@@ -145,7 +186,27 @@ class ImagesMat:
 
 
 def read_images_mat(root: Path, log: ProblemLog) -> ImagesMat:
+    """Images.mat; strict reads come from the parse cache when the file was parsed before."""
     path = annotation_dir(root) / "Images.mat"
+    if log.collect:
+        return _parse_images_mat(path, log)
+
+    def parse() -> Arrays:
+        parsed = _parse_images_mat(path, log)
+        counts = [len(parsed.boxes[name]) for name in parsed.names]
+        return {"names": np.array(parsed.names, dtype=str),
+                "box_offsets": np.cumsum([0] + counts).astype(np.int64),
+                "boxes": np.concatenate([parsed.boxes[name] for name in parsed.names]
+                                        + [np.zeros((0, 4), np.int32)]).astype(np.int32)}
+
+    arrays = cached_arrays([path], "cuhk-images", parse)
+    names = arrays["names"].tolist()
+    offsets = arrays["box_offsets"].tolist()
+    return ImagesMat(path, names, {name: arrays["boxes"][offsets[i]:offsets[i + 1]].copy()
+                                   for i, name in enumerate(names)})
+
+
+def _parse_images_mat(path: Path, log: ProblemLog) -> ImagesMat:
     result = ImagesMat(path, [], {})
     entries = read_mat_cells(path, ("Img",), log)
     if entries is None:
@@ -176,18 +237,27 @@ def read_images_mat(root: Path, log: ProblemLog) -> ImagesMat:
 
 
 def read_pool(root: Path, log: ProblemLog) -> tuple[list[str], Path]:
+    """pool.mat's names; strict reads come from the parse cache when it was parsed before."""
     path = annotation_dir(root) / "pool.mat"
+    if log.collect:
+        return _parse_pool(path, log), path
+    arrays = cached_arrays([path], "cuhk-pool",
+                           lambda: {"names": np.array(_parse_pool(path, log), dtype=str)})
+    return arrays["names"].tolist(), path
+
+
+def _parse_pool(path: Path, log: ProblemLog) -> list[str]:
     names: list[str] = []
     entries = read_mat_cells(path, ("pool",), log)
     if entries is None:
-        return names, path
+        return names
     for index, entry in enumerate(entries):
         try:
             names.append(mat_str(entry))
         except Malformed as error:
             log.error(path, f"entry {index}: {error}")
     report_duplicates(names, path, "entry", log)
-    return names, path
+    return names
 
 
 def _assign(ids: np.ndarray, boxes: np.ndarray, box: np.ndarray, pid: int) -> bool:
@@ -270,12 +340,14 @@ def gallery_identities(images: ImagesMat, pool: list[str], protocol: list[CuhkQu
 def _records(root: Path, names: list[str], images: ImagesMat, ids: dict[str, np.ndarray],
              log: ProblemLog, read_sizes: bool) -> list[SceneRecord]:
     records = []
+    pool_path = annotation_dir(root) / "pool.mat"
+    image_folder = image_dir(root)
     for name in names:
-        if not _lookup(images, name, annotation_dir(root) / "pool.mat", "pool", log):
+        if not _lookup(images, name, pool_path, "pool", log):
             continue
-        image_path = root / "Image" / "SSM" / name
+        image_path = os.path.join(image_folder, name)
         width, height = image_size(image_path, log) if read_sizes else (0, 0)
-        records.append(SceneRecord(image_path=str(image_path), image_name=name, width=width,
+        records.append(SceneRecord(image_path=image_path, image_name=name, width=width,
                                    height=height, boxes=xywh_int_to_x1y1x2y2(images.boxes[name]),
                                    person_ids=ids[name], camera_id=0, image_index=len(records)))
     return records
@@ -289,10 +361,11 @@ def read_split(root: str | Path, split: str, log: ProblemLog, read_sizes: bool =
     if split == "query":
         path, var = protocol_path(root, 50)
         records = []
+        image_folder = image_dir(root)
         for index, query in enumerate(read_protocol_file(path, var, log)):
-            image_path = root / "Image" / "SSM" / query.query_name
+            image_path = os.path.join(image_folder, query.query_name)
             width, height = image_size(image_path, log) if read_sizes else (0, 0)
-            records.append(SceneRecord(image_path=str(image_path), image_name=query.query_name,
+            records.append(SceneRecord(image_path=image_path, image_name=query.query_name,
                                        width=width, height=height, boxes=query.query_box[None],
                                        person_ids=[index], camera_id=0, image_index=index))
         return records

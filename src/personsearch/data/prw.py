@@ -20,6 +20,7 @@ Conversions (bit-exact with SeqNet, stored as float32 of int values):
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import numpy as np
 
 from personsearch.data.check import (Malformed, ProblemLog, image_size, load_mat, mat_str,
                                      mat_var, read_mat_cells, report_duplicates)
+from personsearch.data.parse_cache import Arrays, cached_arrays
 from personsearch.data.records import UNLABELED, SceneRecord
 
 ANNOTATION_KEYS = ("box_new", "anno_file", "anno_previous")
@@ -117,13 +119,13 @@ def read_frame_annotation(path: Path, log: ProblemLog) -> tuple[np.ndarray, np.n
 
 def _record(root: Path, name: str, boxes, ids, index: int, log: ProblemLog,
             read_sizes: bool, source: Path) -> SceneRecord:
-    image_path = root / "frames" / name
+    image_path = os.path.join(root, "frames", name)  # = str(root / "frames" / name), faster
     width, height = image_size(image_path, log) if read_sizes else (0, 0)
     camera = camera_of(name)
     if camera is None:
         log.error(source, f"frame name {name!r} has no camera id (c<digit>)")
         camera = 0
-    return SceneRecord(image_path=str(image_path), image_name=name, width=width, height=height,
+    return SceneRecord(image_path=image_path, image_name=name, width=width, height=height,
                        boxes=boxes, person_ids=ids, camera_id=camera, image_index=index)
 
 
@@ -132,14 +134,32 @@ def read_frames(root: str | Path, split: str, log: ProblemLog,
     """Train or gallery frames in frame_*.mat order, with their TRUE ids (-1 unlabeled)."""
     root = Path(root)
     names, source = frame_names(root, split, log)
-    records: list[SceneRecord] = []
-    for name in names:
-        parsed = read_frame_annotation(annotation_path(root, name), log)
-        if parsed is None:  # reported (collect mode): keep the frame without boxes
-            parsed = (np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
-        records.append(_record(root, name, parsed[0], parsed[1], len(records), log,
-                               read_sizes, source))
-    return records
+    paths = [annotation_path(root, name) for name in names]
+    if log.collect:
+        annotations = _parse_frame_annotations(paths, log)
+    else:  # strict: the per-frame MAT files are parsed once, then read from the parse cache
+        arrays = cached_arrays([root / SPLIT_FILES[split][0], *paths], f"prw-frames:{split}",
+                               lambda: _encode_frames(_parse_frame_annotations(paths, log)))
+        offsets = arrays["offsets"].tolist()
+        annotations = [(arrays["boxes"][offsets[i]:offsets[i + 1]].copy(),
+                        arrays["ids"][offsets[i]:offsets[i + 1]].copy())
+                       for i in range(len(names))]
+    return [_record(root, name, boxes, ids, index, log, read_sizes, source)
+            for index, (name, (boxes, ids)) in enumerate(zip(names, annotations))]
+
+
+def _parse_frame_annotations(paths: list[Path], log: ProblemLog
+                             ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(boxes, ids) per annotation file; a frame whose file has a (collected) problem is kept
+    without boxes."""
+    empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+    return [read_frame_annotation(path, log) or empty for path in paths]
+
+
+def _encode_frames(annotations: list[tuple[np.ndarray, np.ndarray]]) -> Arrays:
+    return {"offsets": np.cumsum([0] + [len(ids) for _, ids in annotations]).astype(np.int64),
+            "boxes": np.concatenate([b for b, _ in annotations] + [np.zeros((0, 4), np.float32)]),
+            "ids": np.concatenate([i for _, i in annotations] + [np.zeros(0, np.int64)])}
 
 
 def read_queries(root: str | Path, log: ProblemLog, read_sizes: bool = True) -> list[SceneRecord]:

@@ -63,12 +63,14 @@ def _without_ids(record: SceneRecord) -> SceneRecord:
                        camera_id=record.camera_id, image_index=record.image_index)
 
 
-def load_split(fmt: str, root: str | Path, split: str) -> list[SceneRecord]:
+def load_split(fmt: str, root: str | Path, split: str, read_sizes: bool = True
+               ) -> list[SceneRecord]:
     """The records of ``split`` ("train" | "gallery" | "query") of the dataset at ``root`` in
     format ``fmt`` ("prw" | "cuhk-sysu" | "coco"), in the dataset's own order. Raises
     DatasetError (file + problem) on the first fatal problem; ``check_dataset`` lists them all.
-    Train records have every person id -1."""
-    records = read_split(fmt, root, split, ProblemLog())
+    Train records have every person id -1. ``read_sizes=False``: image headers are not read
+    (width and height 0; for callers that need only names, boxes and ids)."""
+    records = read_split(fmt, root, split, ProblemLog(), read_sizes=read_sizes)
     return [_without_ids(r) for r in records] if split == "train" else records
 
 
