@@ -2,7 +2,7 @@
 real (tiny, random-weight) model: a few hundred requests from four concurrent clients, every
 route, large uploads, refused requests. Asserts boundedness only, never timings: every answer
 is the expected status, the server's memory after the warm-up does not grow with the uploads
-(before the fix each 2400x1600 upload stayed in memory at full size, 11.5 MB, the last 16 of
+(before the fix each 3000x2000 upload stayed in memory at full size, 18 MB, the last 16 of
 them), and its threads and open files come back when the clients leave. The long run with its figures is
 benchmarks/serve_soak.py."""
 
@@ -29,14 +29,15 @@ def test_short_soak_memory_stays_bounded(tmp_path, scene_dir, tiny_checkpoint):
         connection.request("GET", "/api/info", headers={"Host": "photos.lan:8000"})  # --allowed-host reaches the server
         assert connection.getresponse().status == 200
         connection.close()
-        report = run_soak(server, clients=4, requests_per_client=48, upload_size=(2400, 1600))
+        report = run_soak(server, clients=4, requests_per_client=48, upload_size=(3000, 2000))
         assert report["requests"] == 192
         assert report["unexpected"] == 0, report["unexpected_examples"]
         assert report["statuses"]["upload"] == {"201": report["latency"]["upload"]["count"]}
-        assert report["latency"]["upload"]["count"] >= 8  # 3.8 Mpixel JPEGs and PNGs
+        assert report["latency"]["upload"]["count"] >= 8  # 6 Mpixel JPEGs and PNGs
         memory = report["server_memory"]
-        # the uploads after the warm-up (6 or more) would add 69 MB or more if kept at full size
-        assert memory["rss_mb_end"] - memory["rss_mb_after_warmup"] < 40, memory
+        # the uploads after the warm-up (6 or more) would add 108 MB or more if kept at full size;
+        # the allocator's own variation between two samples stays well below 60 MB
+        assert memory["rss_mb_end"] - memory["rss_mb_after_warmup"] < 60, memory
         for _ in range(400):  # the handler threads end once the clients have closed their connections
             now = process_memory(server.pid)
             if now["threads"] <= memory["threads_start"] and now["open_files"] <= memory["open_files_start"]:
