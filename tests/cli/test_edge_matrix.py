@@ -269,6 +269,29 @@ def test_train_on_a_single_image(world, tmp_path, capsys):
     assert code == 0, err
 
 
+def test_train_without_any_person_is_one_line_naming_the_dataset(world, tmp_path, capsys):
+    """Every training image without persons: no memory row to train (was an internal
+    'num_slots and dim must be positive' message)."""
+    from personsearch.data.writers import write_prw
+
+    root = tmp_path / "nobody"
+    (root / "frames").mkdir(parents=True)
+    train = []
+    for i, key in enumerate(("empty", "tiny", "large")):
+        name = prw_name(1, i)
+        shutil.copyfile(world.images / BY_KEY[key].coco_name, root / "frames" / name)
+        train.append(record(name, BY_KEY[key], []))
+    test_name = prw_name(2, 100)
+    shutil.copyfile(world.images / BY_KEY["rgb"].coco_name, root / "frames" / test_name)
+    test = [record(test_name, BY_KEY["rgb"])]
+    query = record(test_name, BY_KEY["rgb"], [BY_KEY["rgb"].persons[0]])
+    query.camera_id = 2
+    write_prw(root, train, test, [query])
+    code, _, err = run(capsys, "train", CONFIGS / "cgps_synthetic.yaml", "--out", tmp_path / "run",
+                       *set_args({**SHRINK, "data.root": str(root)}))
+    assert_one_line_error(code, err, str(root), "training split has 3 images but no person box")
+
+
 def test_train_with_a_broken_image_names_it(world, tmp_path, capsys):
     root = tmp_path / "broken"
     shutil.copytree(world.coco, root)

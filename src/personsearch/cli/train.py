@@ -7,6 +7,11 @@ Builds the training data, the model (``build_model(**model_kwargs(cfg))``), the 
 ``<out>/metrics.jsonl``, ``<out>/dataset.json`` (what identifies the training split) and
 ``<out>/run_log.jsonl`` (one line per start / resume, with any accepted config change).
 
+Fault tolerance: ``--auto-resume`` continues the run in ``--out`` when it holds a checkpoint
+(else starts it), for schedulers that rerun the same command; under ``torchrun --max-restarts N``
+a restarted worker group does so by itself (``TORCHELASTIC_RESTART_COUNT`` > 0), so a lost
+process costs the iterations since the last checkpoint (``train.checkpoint_every_iters``).
+
 Resume continues with the run's saved config (the checkpoint's), never the CONFIG file's: a
 ``--set`` value that differs from it is refused, listing the keys, unless
 ``--allow-config-change`` (then recorded in the run log); a different training split (another
@@ -38,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume-from", metavar="CHECKPOINT", default=None,
                         help="continue the run in --out from this checkpoint instead of last.pt "
                              "(e.g. an epoch_NNN.pt when last.pt is damaged); implies --resume")
+    parser.add_argument("--auto-resume", action="store_true",
+                        help="continue the run in --out when it holds a checkpoint, start it "
+                             "otherwise (for job schedulers that rerun the same command); a "
+                             "group restarted by torchrun --max-restarts does this by itself")
     parser.add_argument("--allow-config-change", action="store_true",
                         help="with --resume: accept --set values that differ from the run's "
                              "saved config (recorded in <out>/run_log.jsonl)")
@@ -84,6 +93,20 @@ def dataset_signature(fmt: str, root: str, records) -> dict:
         digest.update(record_boxes.tobytes())
     return {"format": fmt, "root": str(root), "images": len(records), "boxes": int(boxes),
             "sha256": digest.hexdigest()}
+
+
+def elastic_restart_count() -> int:
+    """How many times torchrun (torch.distributed.elastic) has restarted this worker group
+    (``TORCHELASTIC_RESTART_COUNT``; 0 outside torchrun). Every rank of a restarted group resumes
+    from the run's ``last.pt``, which rank 0 alone writes (atomically), so all ranks continue
+    from the same file."""
+    import os
+
+    value = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    try:
+        return max(0, int(value))
+    except ValueError:
+        return 0
 
 
 def append_run_log(out_dir: Path, event: dict) -> None:
@@ -164,6 +187,19 @@ def resume_config(args, file_cfg, checkpoint: Path):
             f"--allow-config-change to continue with these values (recorded in "
             f"{out_dir / RUN_LOG}), or start a new run with --out")
     return cfg, changes
+
+
+def check_training_split(fmt: str, root: str, records) -> None:
+    """DatasetError naming the dataset when its training split has no image or no person box:
+    every method keeps one memory row per training box, so there is nothing to train on.
+    (Images without persons among others are fine: they teach the detector background.)"""
+    from personsearch.errors import DatasetError
+
+    if not records:
+        raise DatasetError(root, f"the {fmt} training split has no image")
+    if sum(int(r.num_boxes) for r in records) == 0:
+        raise DatasetError(root, f"the {fmt} training split has {len(records)} images but no "
+                                 f"person box: there is nothing to learn persons from")
 
 
 def check_dataset_identity(out_dir: Path, signature: dict) -> None:
@@ -264,6 +300,9 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(cfg.train.out_dir)
     last = out_dir / "checkpoints" / "last.pt"
     resume_from = Path(args.resume_from) if args.resume_from else (last if args.resume else None)
+    restarts = elastic_restart_count()
+    if resume_from is None and (args.auto_resume or restarts > 0) and last.is_file():
+        resume_from = last  # the same run, started again: continue from its last checkpoint
     if resume_from is not None and not resume_from.is_file():
         raise CheckpointError(f"{resume_from}: nothing to resume (no checkpoint in {out_dir})"
                               if resume_from == last else f"{resume_from}: checkpoint file not found")
@@ -294,6 +333,7 @@ def run(args: argparse.Namespace) -> int:
         config_dict = config_to_dict(cfg)
         seed_everything(cfg.train.seed)
         records = load_split(cfg.data.format, cfg.data.root, "train")
+        check_training_split(cfg.data.format, cfg.data.root, records)
         signature = dataset_signature(cfg.data.format, cfg.data.root, records)
         if resume_from is not None:
             check_dataset_identity(out_dir, signature)
@@ -337,6 +377,7 @@ def run(args: argparse.Namespace) -> int:
                                          "overrides": list(args.overrides)})
             else:
                 append_run_log(out_dir, {"event": "resume", "checkpoint": str(resume_from),
+                                         "elastic_restart": restarts,
                                          "overrides": list(args.overrides),
                                          "config_changes": {k: {"from": a, "to": b} for k, (a, b)
                                                             in accepted_changes.items()}})
