@@ -82,6 +82,13 @@ def wait_for_search(page, count: int) -> None:
     assert page.get_attribute("body", "data-search") == "done", page.inner_text("#status")
 
 
+def wait_for_query(page, source: str) -> None:
+    """Until the query image ``source`` ("image:ID" or "upload:...") is shown, or its loading failed."""
+    page.wait_for_selector(f"body[data-query='ready'][data-query-source{'^' if source.endswith(':') else ''}='{source}'], "
+                           "body[data-query='error']", state="attached")
+    assert page.get_attribute("body", "data-query") == "ready", page.inner_text("#status")
+
+
 def drag(page, image_width: int, start: tuple[float, float], end: tuple[float, float]) -> None:
     """Drag on the query canvas from ``start`` to ``end`` (image pixels)."""
     canvas = page.locator("#query-canvas").bounding_box()
@@ -99,7 +106,7 @@ def test_pick_image_draw_box_see_results(page):
     thumb = page.locator(".thumb[title^='a.png']")
     image_id = thumb.get_attribute("data-image-id")
     thumb.click()
-    page.wait_for_selector(f"body[data-query='ready'][data-query-source='image:{image_id}']", state="attached")
+    wait_for_query(page, f"image:{image_id}")
     assert page.locator("#query-canvas").get_attribute("width") == "480"  # a.png is 96x64, drawn 480x320
     # the red person of a.png is the rectangle (5, 5)-(20, 50)
     drag(page, 96, (4, 4), (21, 51))
@@ -127,12 +134,18 @@ def test_pick_image_draw_box_see_results(page):
 
 def test_upload_then_draw_box(page, live_server):
     tmp_path = live_server[1]
+    not_image = tmp_path / "notes.txt"
+    not_image.write_text("not an image")
+    page.set_input_files("#upload", str(not_image))  # sent as application/octet-stream, refused by the server
+    page.wait_for_selector("body[data-query='error'][data-query-source='upload']", state="attached")
+    assert "not a readable image" in page.inner_text("#status")
+    page.problems.clear()  # the browser logs the 415 answer in its console
     image = Image.new("RGB", (960, 640), (128, 128, 128))
     image.paste(COLOURS["yellow"], (300, 50, 450, 500))  # downscaled on receipt to 96x64: (30, 5)-(45, 50)
     path = tmp_path / "my photo é.png"
     image.save(path)
     page.set_input_files("#upload", str(path))
-    page.wait_for_selector("body[data-query='ready'][data-query-source^='upload:']", state="attached")
+    wait_for_query(page, "upload:")
     drag(page, 96, (29, 4), (46, 51))
     wait_for_search(page, 1)
     captions = page.locator(".hit div").all_inner_texts()

@@ -221,12 +221,19 @@ async function showResults(hits, superseded) {
 document.getElementById("upload").addEventListener("change", async (event) => {
   const file = event.target.files[0];
   if (!file) return;
+  const mine = ++state.querySeq;  // picking another image meanwhile supersedes the upload
+  pageState.query = "loading";
+  pageState.querySource = "upload";
+  setStatus("uploading…");
   try {
     // raw bytes with the file's image type (the server accepts image/* and application/octet-stream)
     const type = file.type.startsWith("image/") ? file.type : "application/octet-stream";
     const uploaded = await api("/api/uploads", { method: "POST", headers: { "Content-Type": type }, body: file });
+    if (mine !== state.querySeq) return;
     await selectSource({ upload_id: uploaded.upload_id }, `/api/uploads/${uploaded.upload_id}`);
   } catch (error) {
+    if (mine !== state.querySeq) return;
+    pageState.query = "error";
     setStatus(error.message, true);
   }
 });
