@@ -54,11 +54,16 @@ def run(args: argparse.Namespace) -> int:
     from personsearch.cli.evaluate_results import format_table, write_json
     from personsearch.engine.checkpoint import load_model
     from personsearch.errors import ConfigError
+    from personsearch.evaluation.evaluators import check_protocol_options
     from personsearch.evaluation.inference import evaluate_model
     from personsearch.methods.extractors import feature_extractors
 
     from personsearch.models.inference import prepare_for_inference, set_test_proposals
 
+    check_protocol_options(args.dataset, gallery_size=args.gallery_size,
+                           cross_camera=args.cross_camera,
+                           query_from_detection=args.query_from_detection,
+                           det_thresh=args.det_thresh)
     model, info = load_model(args.checkpoint, args.device)
     if args.test_proposals is not None:
         try:

@@ -75,6 +75,12 @@ def evaluate_results(dataset: str, root: str, results_path: str, gallery_size: i
 
 
 def run(args: argparse.Namespace) -> int:
+    from personsearch.evaluation.evaluators import check_protocol_options
+
+    check_protocol_options(args.dataset, gallery_size=args.gallery_size,
+                           cross_camera=args.cross_camera,
+                           query_from_detection=args.query_from_detection,
+                           det_thresh=args.det_thresh)
     metrics = evaluate_results(args.dataset, args.root, args.results, args.gallery_size,
                                args.cross_camera, args.query_from_detection, args.det_thresh)
     print(format_table(metrics))

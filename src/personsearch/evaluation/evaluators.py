@@ -67,6 +67,29 @@ def detection_report(gallery_records: Sequence[SceneRecord],
             "det_recall_labeled": labeled["det_recall"]}
 
 
+def check_protocol_options(dataset: str, *, gallery_size: int = 100, cross_camera: bool = False,
+                           query_from_detection: bool = False, det_thresh: float = SEARCH_DET_THRESH
+                           ) -> None:
+    """ConfigError naming the command-line flag for a protocol option that does not apply to
+    ``dataset`` or is out of range — checked before a model runs over the whole test split."""
+    import math
+
+    from personsearch.data.cuhk_sysu import GALLERY_SIZES
+    from personsearch.errors import ConfigError
+
+    if not math.isfinite(det_thresh):
+        raise ConfigError(f"--det-thresh must be a finite number, got {det_thresh}")
+    if dataset == "cuhk-sysu":
+        if gallery_size not in GALLERY_SIZES and gallery_size != -1:
+            raise ConfigError(f"--gallery-size must be one of {', '.join(map(str, GALLERY_SIZES))} "
+                              f"or -1 (the full pool), got {gallery_size}")
+        for flag, given in (("--query-from-detection", query_from_detection),
+                            ("--cross-camera", cross_camera)):
+            if given:
+                raise ConfigError(f"{flag} is a PRW protocol option; CUHK-SYSU queries are "
+                                  f"evaluated with the protocol's own galleries")
+
+
 def evaluate_search(dataset: str, gallery_records: Sequence[SceneRecord],
                     query_records: Sequence[SceneRecord], gallery: GalleryDetections,
                     query_feats: np.ndarray | None, *, cuhk_protocol: Sequence | None = None,
