@@ -87,3 +87,58 @@ def test_chunked_offsets_match_reference(monkeypatch):
     offsets = torch.randn(rois.shape[0], 2, 3, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     out = deform_roi_pool(f, rois, offsets, (3, 2), 0.5, 0, gamma=0.2)
     assert torch.allclose(out, reference_pool(f, rois, 3, 2, 0.5, 0, True, offsets=offsets, gamma=0.2), atol=1e-10)
+
+
+def test_offset_head_follows_the_reference_size():
+    """DICL's DeformRoIPoolPack: Linear(C*14*6 -> 1024) -> ReLU -> Linear(1024 -> 1024) -> ReLU
+    -> Linear(1024 -> 2*h*w). At our 14x14 output the head reads the map pooled to 14x6, so the
+    first layer keeps the reference's 86,016 inputs instead of 200,704."""
+    from personsearch.ops.deform_roi_pool import REFERENCE_OFFSET_GRID
+
+    assert REFERENCE_OFFSET_GRID == (14, 6)
+    with torch.device("meta"):  # shapes only: no 360 MB of weights in a test
+        module = DeformRoIPool(1024, 14, 1 / 16)
+        full = DeformRoIPool(1024, 14, 1 / 16, offset_grid=None)  # mmcv's rule at 14x14
+    first, middle, last = module.offset_fc[0], module.offset_fc[2], module.offset_fc[4]
+    assert (first.in_features, first.out_features) == (1024 * 14 * 6, 1024)
+    assert (middle.in_features, middle.out_features) == (1024, 1024)
+    assert (last.in_features, last.out_features) == (1024, 2 * 14 * 14)
+    expected = (86016 * 1024 + 1024) + (1024 * 1024 + 1024) + (1024 * 392 + 392)
+    assert sum(p.numel() for p in module.parameters()) == expected == 89_532_808
+    assert full.offset_fc[0].in_features == 200704
+    assert DeformRoIPool(8, (7, 4), 1.0).offset_grid == (7, 4)  # capped at the output size
+
+
+def test_offset_head_reads_the_average_pooled_map():
+    module = DeformRoIPool(2, (4, 4), 1.0, offset_grid=(2, 2), fc_channels=3)
+    pooled = torch.arange(2 * 16, dtype=torch.float32).view(1, 2, 4, 4)
+    seen = []
+    module.offset_fc.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
+    module.predict_offsets(pooled)
+    # channel 0 top-left 2x2 block: (0 + 1 + 4 + 5) / 4 = 2.5
+    assert seen[0].shape == (1, 8) and seen[0][0, 0].item() == 2.5
+
+
+def test_bins_are_padded_per_window_class_not_to_the_largest(monkeypatch):
+    """A RoI pooled next to a huge one gives the same values as pooled alone, and the windows
+    gathered for its bins stay its own size (the huge RoI does not widen them)."""
+    import importlib
+
+    roi_module = importlib.import_module("personsearch.ops.roi_align")
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(1, 3, 80, 80, generator=generator)
+    small = torch.tensor([[0.0, 10.0, 10.0, 14.0, 16.0]])
+    huge = torch.tensor([[0.0, 0.0, 0.0, 79.0, 79.0]])
+    offsets = torch.randn(2, 2, 3, 3, generator=generator) * 0.1
+    alone = deform_roi_pool(features, small, offsets[:1], 3, 1.0, sampling_ratio=0)
+    widths = []
+    original = roi_module._WindowSum.apply
+
+    def recording(flat_map, pixels, weights, chunk):
+        widths.append(pixels.shape[1])
+        return original(flat_map, pixels, weights, chunk)
+
+    monkeypatch.setattr(roi_module._WindowSum, "apply", recording)
+    together = deform_roi_pool(features, torch.cat([small, huge]), offsets, 3, 1.0, sampling_ratio=0)
+    torch.testing.assert_close(together[:1], alone, atol=1e-6, rtol=0)
+    assert min(widths) < max(widths)  # separate groups: small windows not padded to the huge ones

@@ -32,7 +32,9 @@ RoIs are built at once, densely over H (or W), and cut to each RoI's window.
   gradients into the map with ``index_add_``.
 * With offsets (deformable pooling) every bin has its own window (at most ~gh+1 rows by gw+1
   columns): out[bin] = sum over the window of (Wy outer Wx) * F, one gathered window per bin and a
-  batched vector-matrix product. The weights are built with differentiable ops, so gradients reach
+  batched vector-matrix product. Bins are grouped by window size (the same grouping as the RoI
+  chunks) and each group is padded to its own largest window, so the work per bin is bounded by
+  its own window class, not by the largest window in the batch. The weights are built with differentiable ops, so gradients reach
   ``offsets`` through them; the product's backward is a custom autograd function as above.
 
 The output is [K, C, h, w] in channels-last memory format (the products produce [K, h, w, C]).
@@ -369,16 +371,31 @@ def _pool_with_offsets(
     count_x = grid_w.clamp(min=1).to(xs.dtype)[:, None, None].expand(-1, out_h, out_w)
     dense_y, first_y, extent_y = _axis_weights(ys, used_y[:, None, None, :], count_y, height)  # [K, h, w, H]
     dense_x, first_x, extent_x = _axis_weights(xs, used_x[:, None, None, :], count_x, width)
-    num_rows = max(int(extent_y.max()), 1)
-    num_cols = max(int(extent_x.max()), 1)
-    row_index, weight_y = _window(dense_y, first_y, num_rows, extent_y, height)  # [K, h, w, Hw]
-    col_index, weight_x = _window(dense_x, first_x, num_cols, extent_x, width)
-    batch_index = rois[:, 0].long()[:, None, None, None, None]
-    pixels = (batch_index * height + row_index[..., :, None]) * width + col_index[..., None, :]
-    weights = weight_y[..., :, None] * weight_x[..., None, :]  # [K, h, w, Hw, Ww]
-    taps = num_rows * num_cols
-    chunk = max(1, _CHUNK_ELEMENTS // (taps * channels))
-    out = _WindowSum.apply(flat_map, pixels.reshape(-1, taps), weights.reshape(-1, taps), chunk)
+    num_bins = num_rois * out_h * out_w
+    dense_y, first_y, extent_y = dense_y.reshape(num_bins, height), first_y.reshape(-1), extent_y.reshape(-1)
+    dense_x, first_x, extent_x = dense_x.reshape(num_bins, width), first_x.reshape(-1), extent_x.reshape(-1)
+    bin_image = rois[:, 0].long().repeat_interleave(out_h * out_w)  # [K*h*w]
+
+    # Bins are grouped by window size and each group is padded to its own largest window
+    # (not the batch's): a few large RoIs no longer make every bin of the batch pay for them.
+    def work(num_rows: int, num_cols: int) -> int:  # gathered window + weights per bin
+        return num_rows * num_cols * (channels + 1)
+
+    budget = chunk_budget(_CHUNK_ELEMENTS, flat_map.device)
+    parts = []
+    for bins in _chunks(extent_y, extent_x, work, budget):
+        num_rows = max(int(extent_y[bins].max()), 1)
+        num_cols = max(int(extent_x[bins].max()), 1)
+        row_index, weight_y = _window(dense_y[bins], first_y[bins], num_rows, extent_y[bins], height)  # [n, Hw]
+        col_index, weight_x = _window(dense_x[bins], first_x[bins], num_cols, extent_x[bins], width)
+        pixels = (bin_image[bins, None, None] * height + row_index[:, :, None]) * width + col_index[:, None, :]
+        weights = weight_y[:, :, None] * weight_x[:, None, :]  # [n, Hw, Ww]
+        taps = num_rows * num_cols
+        chunk = max(1, budget // (taps * channels))
+        parts.append((bins, _WindowSum.apply(flat_map, pixels.reshape(-1, taps), weights.reshape(-1, taps), chunk)))
+    out = flat_map.new_zeros((num_bins, channels))
+    for bins, values in parts:
+        out = out.index_copy(0, bins, values)
     return out.view(num_rois, out_h, out_w, channels)
 
 
