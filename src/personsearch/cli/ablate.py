@@ -25,6 +25,11 @@ ROWS: dict[str, dict[str, object]] = {
     "dml": {P + "use_scale_loss": False, P + "use_dml": True, P + "use_cluster": True},
     "sl": {P + "use_scale_loss": True, P + "use_dml": False, P + "use_cluster": True},
     "full": {P + "use_scale_loss": True, P + "use_dml": True, P + "use_cluster": True},
+    # the quaduplet loss (CGPS's detection context) is in neither SSL paper: full with / without it
+    "full_quaduplet": {P + "use_scale_loss": True, P + "use_dml": True, P + "use_cluster": True,
+                       P + "use_quaduplet": True},
+    "full_no_quaduplet": {P + "use_scale_loss": True, P + "use_dml": True, P + "use_cluster": True,
+                          P + "use_quaduplet": False},
     # ICCV variant of the full method: no clustering
     "full_no_cluster": {P + "use_scale_loss": True, P + "use_dml": True, P + "use_cluster": False},
     # Table 2 (exemplar branch)
