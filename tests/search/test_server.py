@@ -419,3 +419,24 @@ def test_upload_store_is_bounded_in_bytes(tmp_path, scene_dir):
         assert app.search({"upload_id": ids[-1], "box": [0, 0, 96, 64], "top": 1})["hits"]
         with pytest.raises(Exception, match="no upload"):
             app.search({"upload_id": ids[0], "box": [0, 0, 96, 64]})
+
+
+def test_thumbnail_of_an_exif_rotated_photo_is_upright(tmp_path, scene_dir):
+    """The full image is sent as it is (browsers apply its EXIF orientation); a thumbnail is
+    re-encoded without EXIF, so it must be turned upright like the index's boxes."""
+    photo = Image.new("RGB", (60, 40), (128, 128, 128))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise: 40 wide, 60 high
+    photo.save(scene_dir / "phone.jpg", exif=exif)
+    build_index(tmp_path / "idx", ColourEmbedder(), scene_dir, progress=False)
+    with GalleryStore.open(tmp_path / "idx") as store:
+        httpd = make_server(SearchApp(store, ColourEmbedder()), "127.0.0.1", 0)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        try:
+            base = f"http://127.0.0.1:{httpd.server_address[1]}"
+            image_id = store.known_images()["phone.jpg"][0]
+            status, _, body = request(f"{base}/api/images/{image_id}?max=30")
+            assert status == 200 and Image.open(io.BytesIO(body)).size == (20, 30)
+        finally:
+            httpd.shutdown()
+            httpd.server_close()

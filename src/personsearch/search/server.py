@@ -28,7 +28,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from personsearch.errors import PersonSearchError
 from personsearch.search.http_checks import (
@@ -318,7 +318,7 @@ class Handler(BaseHTTPRequestHandler):
                     return self._send(200, file_path.read_bytes(), f"image/{fmt.lower()}")
                 if max_side:
                     image.draft("RGB", (max_side, max_side))
-                image = image.convert("RGB")
+                image = ImageOps.exif_transpose(image).convert("RGB")  # upright, as the index saw it
                 if max_side:
                     image.thumbnail((max_side, max_side))
                 buffer = io.BytesIO()
