@@ -2,7 +2,8 @@
 loaded by concurrent clients for a fixed number of requests (it stops by itself).
 
     .venv/bin/python benchmarks/serve_soak.py [--checkpoint CKPT] [--frames 40] [--clients 8]
-        [--requests-per-client 400] [--upload-size 4000x3000] [--out benchmarks/results/serve_soak.json]
+        [--requests-per-client 400] [--upload-size 4000x3000] [--upload-store-mb 32]
+        [--out benchmarks/results/serve_soak.json]
 
 Gallery: ``--frames`` synthetic PRW-format frames (personsearch.data.synth, 960x540, seeded)
 indexed with ``personsearch index build``. Model: ``--checkpoint``, or by default a small-backbone
@@ -10,7 +11,9 @@ model with random (seeded) weights, detections kept at any score (``--min-score 
 preprocessing 360 / 640 -- the soak measures the server, not the search quality. The request mix
 and what is measured are in personsearch/search/soak.py: latency p50 / p99 per kind of request,
 every unexpected status, and the server's RSS at the start, after the warm-up (20 % of the
-requests), at every tenth of the run and at the end. Prints the JSON and writes it to ``--out``.
+requests), at every tenth of the run and at the end, and the server's upload store at the end
+(the default ``--upload-store-mb 32`` is filled early in the run, so RSS is seen with the store
+full and evicting). Prints the JSON and writes it to ``--out``.
 """
 
 from __future__ import annotations
@@ -55,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests-per-client", type=int, default=400)
     parser.add_argument("--upload-size", default="4000x3000", help="WIDTHxHEIGHT of the uploaded photo")
+    parser.add_argument("--upload-store-mb", type=float, default=32.0,
+                        help="the server's --upload-store-mb (default 32: small enough that the run fills it "
+                             "and old uploads are evicted)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "serve_soak.json"))
     args = parser.parse_args(argv)
     upload_size = tuple(int(v) for v in args.upload_size.lower().split("x"))
@@ -70,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         if cli(build) != 0:
             return 1
         started = time.perf_counter()
-        with ServerProcess(work / "index") as server:
+        with ServerProcess(work / "index", ("--upload-store-mb", str(args.upload_store_mb))) as server:
             startup_s = time.perf_counter() - started
             report = run_soak(server, clients=args.clients, requests_per_client=args.requests_per_client,
                               upload_size=upload_size)
@@ -79,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "command": "python benchmarks/serve_soak.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "model": args.checkpoint or "random-weight small backbone, preprocessing 360/640, --min-score 0",
-        "frames": args.frames, "server_startup_s": round(startup_s, 2),
+        "frames": args.frames, "upload_store_mb": args.upload_store_mb, "server_startup_s": round(startup_s, 2),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         **report,
     }

@@ -60,6 +60,7 @@ def test_page_info_and_images(server):
     assert request(base + "/static/app.js")[0] == 200
     info = json.loads(request(base + "/api/info")[2])
     assert info["images"] == 4 and info["persons"] == 5 and info["box_queries"] is True
+    assert info["upload_store"] == {"uploads": 0, "bytes": 0, "max_bytes": 128 * 2**20}
     listing = json.loads(request(base + "/api/images")[2])
     names = {entry["name"]: entry["id"] for entry in listing["images"]}
     assert set(names) == {"a.png", "b.png", "d.png", "sub/c.png"}

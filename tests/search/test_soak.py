@@ -38,6 +38,8 @@ def test_short_soak_memory_stays_bounded(tmp_path, scene_dir, tiny_checkpoint):
         # the uploads after the warm-up (6 or more) would add 108 MB or more if kept at full size;
         # the allocator's own variation between two samples stays well below 60 MB
         assert memory["rss_mb_end"] - memory["rss_mb_after_warmup"] < 60, memory
+        store = report["upload_store_end"]
+        assert 0 < store["bytes"] <= store["max_bytes"] == 128 * 2**20 and store["uploads"] >= 8
         for _ in range(400):  # the handler threads end once the clients have closed their connections
             now = process_memory(server.pid)
             if now["threads"] <= memory["threads_start"] and now["open_files"] <= memory["open_files_start"]:

@@ -116,7 +116,9 @@ class SearchApp:
                 "index_type": settings.index_type, "embedding_dim": settings.embedding_dim,
                 "fingerprint": settings.fingerprint[:12], "method": settings.method,
                 "box_queries": self.embedder is not None, "max_upload_bytes": self.max_upload_bytes,
-                "max_upload_pixels": self.max_upload_pixels}
+                "max_upload_pixels": self.max_upload_pixels,
+                "upload_store": {"uploads": len(self.uploads), "bytes": self.uploads.total_bytes,
+                                 "max_bytes": self.uploads.max_bytes}}
 
     def list_images(self, query: dict) -> dict:
         offset = _int_param(query, "offset", 0, 0, 10**9)

@@ -1,7 +1,8 @@
 """A loopback soak of the search server: several concurrent clients send a fixed mix of
 requests to ``personsearch serve`` running in its own process on 127.0.0.1, then stop. Reports
 the latency per kind of request (p50 / p99), every status that was not the expected one, and the
-server process's memory (RSS from /proc, Linux) before the load, after a warm-up and at the end.
+server process's memory (RSS from /proc, Linux) before the load, after a warm-up and at the end,
+and the server's upload store at the end (``/api/info``).
 
 Used by tests/search/test_soak.py (a short run asserting that every answer is the expected one
 and that memory stays bounded) and benchmarks/serve_soak.py (the long run, JSON into
@@ -266,6 +267,10 @@ def run_soak(server: ServerProcess, clients: int = 8, requests_per_client: int =
     stop.set()
     sampler.join()
     memory_end = process_memory(server.pid)
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+    connection.request("GET", "/api/info")
+    upload_store = json.loads(connection.getresponse().read())["upload_store"]
+    connection.close()
     samples.append((shared.done, memory_end["rss_mb"]))
     warm = [rss for done, rss in samples if done >= warmup_fraction * total]
     # RSS after the warm-up: the median over the next tenth of the requests (uploads being decoded
@@ -283,6 +288,7 @@ def run_soak(server: ServerProcess, clients: int = 8, requests_per_client: int =
         "latency": {"all": _percentiles(all_latencies),
                     **{kind: _percentiles(values) for kind, values in sorted(shared.latencies.items())}},
         "statuses": shared.statuses,
+        "upload_store_end": upload_store,
         "unexpected": len(shared.unexpected), "unexpected_examples": shared.unexpected[:5],
         "server_memory": {"rss_mb_start": round(memory_start["rss_mb"], 1),
                           "rss_mb_after_warmup": round(rss_after_warmup, 1),
