@@ -53,3 +53,21 @@ def test_comparison_with_the_recorded_figures_is_stated_as_measured():
     assert "no SSL figure recorded" in comparison_line({"mAP": 0.1, "top1": 0.2}, None)
     assert "deterministic on one machine" in DETERMINISM_NOTE and "another CPU" in DETERMINISM_NOTE
     assert "equal" not in DETERMINISM_NOTE
+
+
+def test_results_picture_when_nothing_was_detected(tmp_path):
+    """Issue 13 (found running the demo for one epoch): a results file without any detection
+    made the picture step crash (an empty float array and-ed with a bool mask)."""
+    from personsearch.data.synth import generate_dataset
+
+    root = tmp_path / "synth"
+    generate_dataset(root, fmt="prw", frames=8, seed=3, width=160, height=96, workers=1)
+    gallery = load_split("prw", root, "gallery")
+    queries = load_split("prw", root, "query")
+    write_results_file(tmp_path / "res.npz", [r.image_name for r in gallery],
+                       [np.zeros((0, 5), np.float32) for _ in gallery],
+                       [np.zeros((0, 8), np.float32) for _ in gallery],
+                       np.ones((len(queries), 8), np.float32))
+    out = results_picture(tmp_path / "unused.pt", root, tmp_path / "res.npz", tmp_path / "pic.png", 2)
+    image = np.asarray(Image.open(out).convert("RGB"))
+    assert image.shape[0] >= 160  # one row per query: the query crop alone

@@ -103,7 +103,9 @@ def results_picture(checkpoint: Path, data_root: Path, results: Path, out: Path,
     import numpy as np
     from PIL import Image, ImageDraw
 
+    from personsearch.atomic import atomic_open
     from personsearch.data import load_split
+    from personsearch.data.transforms import load_image
     from personsearch.evaluation.results_file import load_results_file
     from personsearch.evaluation.search import pairwise_iou
 
@@ -118,7 +120,8 @@ def results_picture(checkpoint: Path, data_root: Path, results: Path, out: Path,
         similarity = dets.feats @ loaded.query_feats[q]
         keep = dets.scores >= 0.5
         image_of = np.repeat(np.arange(len(gallery)), np.diff(dets.image_offsets))
-        keep &= np.array([gallery[i].image_name != query.image_name for i in image_of])
+        # bool even when nothing was detected (an empty float array cannot be and-ed)
+        keep &= np.array([gallery[i].image_name != query.image_name for i in image_of], dtype=bool)
         order = [i for i in np.argsort(-similarity) if keep[i]]
         best_per_image: list[int] = []
         for det in order:
@@ -126,13 +129,11 @@ def results_picture(checkpoint: Path, data_root: Path, results: Path, out: Path,
                 best_per_image.append(det)
             if len(best_per_image) == top:
                 break
-        with Image.open(query.image_path) as image:
-            crop = image.convert("RGB").crop(tuple(int(v) for v in query.boxes[0]))
+        crop = Image.fromarray(load_image(query.image_path)).crop(tuple(int(v) for v in query.boxes[0]))
         tiles = [crop.resize((max(1, int(crop.width * height / crop.height)), height))]
         for det in best_per_image:
             record = gallery[image_of[det]]
-            with Image.open(record.image_path) as image:
-                frame = image.convert("RGB")
+            frame = Image.fromarray(load_image(record.image_path))
             scale = height / frame.height
             frame = frame.resize((int(frame.width * scale), height))
             box = dets.boxes[det]
@@ -153,8 +154,8 @@ def results_picture(checkpoint: Path, data_root: Path, results: Path, out: Path,
     for row in rows:
         sheet.paste(row, (0, y))
         y += row.height + 8
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out)
+    with atomic_open(out, "wb") as handle:
+        sheet.save(handle, format="PNG")
     return out
 
 
