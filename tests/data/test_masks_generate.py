@@ -95,9 +95,14 @@ def test_a_killed_run_resumes_with_the_images_left(synthetic, tmp_path):
     for record in records:
         if record.image_name in written:
             assert mask_path(root, record).stat().st_mtime_ns == first_times[record.image_name]
-    # nothing left to do
+    # nothing left to do, unless asked to recompute everything
     again = generate_masks("prw", root, "grabcut", progress=False)
     assert (again.written, again.skipped) == (0, len(records))
+    box = generate_masks("prw", root, "box", progress=False, overwrite=True)
+    assert (box.written, box.skipped) == (len(records), 0)
+    record = records[0]
+    x1, y1, x2, y2 = (int(v) for v in record.boxes[0])
+    assert (load_person_masks(root, record)[y1 + 1:y2 - 1, x1 + 1:x2 - 1] > 0).all()
 
 
 def test_invalid_mask_files_are_recomputed(synthetic, tmp_path):

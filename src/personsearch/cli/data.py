@@ -7,6 +7,7 @@
                             [--width W --height H] [--difficulty easy|normal|hard]
     personsearch data masks ROOT --format prw|cuhk-sysu|coco [--method grabcut|box|schp]
                             [--weights FILE] [--split train] [--workers N] [--device auto]
+                            [--overwrite]
         writes <ROOT>/masks/<image stem>.png person label maps (SSL background filtering) for
         every image of the split that has no valid one yet (docs/masks.md).
 """
@@ -46,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     masks.add_argument("--workers", type=int, default=1,
                        help="processes for grabcut / box (schp runs in one process)")
     masks.add_argument("--device", default="auto", help="schp: auto, cpu, cuda, cuda:1 ...")
+    masks.add_argument("--overwrite", action="store_true",
+                       help="recompute every mask (valid files are otherwise kept, whatever "
+                            "method made them)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         from personsearch.data.masks_generate import generate_masks
 
         summary = generate_masks(args.fmt, args.root, method=args.method, split=args.split,
-                                 workers=args.workers, weights=args.weights, device=args.device)
+                                 workers=args.workers, weights=args.weights, device=args.device,
+                                 overwrite=args.overwrite)
         print(summary.format())
         return 0
     from personsearch.data.synth import generate_dataset

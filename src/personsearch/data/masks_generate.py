@@ -104,10 +104,12 @@ def _cpu_task(task: tuple[str, str, SceneRecord]) -> tuple[str, object]:
 def generate_masks(fmt: str, root: str | Path, method: str = "grabcut", split: str = "train",
                    workers: int = 1, weights: str | None = None, device: str = "auto",
                    schp_dataset: str | None = None, progress: bool = True,
+                   overwrite: bool = False,
                    on_written: Callable[[SceneRecord], None] | None = None) -> MaskRunSummary:
     """Write the masks of every ``split`` image of the dataset at ``root`` that has no valid
     one yet. ``on_written(record)`` is called in this process after each image's file is in
-    place (progress hooks; tests use it to interrupt a run)."""
+    place (progress hooks; tests use it to interrupt a run). A valid file is kept whatever
+    method made it; ``overwrite`` recomputes every image (another method, new weights)."""
     from tqdm import tqdm
 
     from personsearch.data import load_split
@@ -128,7 +130,7 @@ def generate_masks(fmt: str, root: str | Path, method: str = "grabcut", split: s
     invalid: set[str] = set()
     for record in records:
         state = mask_state(root, record)
-        if state == "valid":
+        if state == "valid" and not overwrite:
             summary.skipped += 1
         else:
             todo.append(record)
