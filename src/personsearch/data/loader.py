@@ -212,7 +212,8 @@ class TrainDataset(Dataset):
                 raise DatasetError(
                     record.image_path,
                     "no person mask for this image (data.masks is on: every training image "
-                    "needs <root>/masks/<image stem>.png)",
+                    "needs <root>/masks/<image stem>.png; `personsearch data masks` writes "
+                    "them, or train with method.params.use_masks=false)",
                 )
             if mask.shape != (height, width):
                 raise DatasetError(
