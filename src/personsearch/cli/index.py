@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from personsearch.cli import finite_float
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="index_command", metavar="ACTION")
@@ -25,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--index-type", choices=("flat", "ivf", "hnsw"), default=None,
                        help="faiss index: flat = exact (default for a new index), ivf / hnsw = approximate")
     build.add_argument("--batch-size", type=int, default=4, help="images per model batch (default 4)")
-    build.add_argument("--min-score", type=float, default=None,
+    build.add_argument("--min-score", type=finite_float, default=None,
                        help="keep detections with score >= S (default 0.5 for a new index)")
     build.add_argument("--min-size", type=int, default=None, help="preprocessing short side (default: checkpoint eval config, else 900)")
     build.add_argument("--max-size", type=int, default=None, help="preprocessing long side cap (default: checkpoint eval config, else 1500)")

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from personsearch.atomic import atomic_write_text
+from personsearch.cli import finite_float
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="search with a person already in the index (its id from results / the web page)")
     parser.add_argument("--box", help="query box x1,y1,x2,y2 in pixels of --query")
     parser.add_argument("--top", type=int, default=10, help="number of hits (default 10)")
-    parser.add_argument("--min-score", type=float, default=0.0, help="ignore gallery detections below this score")
+    parser.add_argument("--min-score", type=finite_float, default=0.0, help="ignore gallery detections below this score")
     parser.add_argument("--weighting", choices=("score", "cosine"), default="score",
                         help="rank by cosine x detection score (default, SeqNet) or plain cosine")
     parser.add_argument("--keep-query-image", action="store_true",
