@@ -70,3 +70,17 @@ def test_relation_kl_equals_torch_kl_div_elementwise_mean() -> None:
     kl = torch.nn.functional.kl_div
     expected = (kl(log_a, log_g, reduction="sum", log_target=True) + kl(log_g, log_a, reduction="sum", log_target=True)) / 36
     assert dicl_relation_kl_loss(roi, crop)["loss_kl"].item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_relation_kl_with_other_processes_adds_columns():
+    import torch.nn.functional as F
+
+    generator = torch.Generator().manual_seed(0)
+    f, g = F.normalize(torch.randn(3, 4, generator=generator), dim=1), F.normalize(torch.randn(3, 4, generator=generator), dim=1)
+    fe, ge = F.normalize(torch.randn(2, 4, generator=generator), dim=1), F.normalize(torch.randn(2, 4, generator=generator), dim=1)
+    out = dicl_relation_kl_loss(f, g, fe, ge)["loss_kl"]
+    log_a = F.log_softmax(f @ torch.cat([f, fe]).t(), dim=1)
+    log_g = F.log_softmax(g @ torch.cat([g, ge]).t(), dim=1)
+    expected = (log_g.exp() * (log_g - log_a)).mean() + (log_a.exp() * (log_a - log_g)).mean()
+    torch.testing.assert_close(out, expected)
+    assert torch.equal(dicl_relation_kl_loss(f, g, fe[:0], ge[:0])["loss_kl"], dicl_relation_kl_loss(f, g)["loss_kl"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from personsearch.losses.quaduplet import quaduplet_loss
@@ -41,3 +42,20 @@ def test_fewer_than_two_foreground_labels_is_zero():
     assert out["loss_quaduplet"].item() == 0.0
     out["loss_quaduplet"].backward()  # still part of the graph
     assert quaduplet_loss(FEATS, torch.tensor([-2, -2, -2, -2]))["loss_quaduplet"].item() == 0.0
+
+
+def test_extra_candidates_from_other_processes_hand_computed():
+    """1-D features: anchors 0 (label 0) and 1 (label 1); another process holds 0.2 (label 1).
+    Alone the batch is easy (loss 0); with the extra candidate, anchor 0's hardest negative is
+    0.2 away and anchor 1's hardest positive 0.8 away: mean(0.3 - 0.2 + 1e-6, 0.8 - 1 + 0.3)."""
+    feats = torch.tensor([[0.0], [1.0]], requires_grad=True)
+    labels = torch.tensor([0, 1])
+    alone = quaduplet_loss(feats, labels, margin=0.3)["loss_quaduplet"]
+    assert alone.item() == 0.0
+    mined = quaduplet_loss(feats, labels, margin=0.3, extra_feats=torch.tensor([[0.2]]),
+                           extra_labels=torch.tensor([1]))["loss_quaduplet"]
+    assert mined.item() == pytest.approx(((0.3 - 0.2 + 1e-6) + 0.1) / 2, abs=1e-6)
+    mined.backward()
+    assert feats.grad is not None and feats.grad.abs().sum() > 0
+    empty = quaduplet_loss(feats, labels, 0.3, 0.25, torch.zeros(0, 1), torch.zeros(0, dtype=torch.long))
+    assert torch.equal(empty["loss_quaduplet"], alone)

@@ -6,6 +6,8 @@ process every helper is the identity, so methods call them unconditionally:
 - ``dist.is_main`` — rank 0 (writes files, computes pseudo labels).
 - ``dist.all_gather_cat(tensor)`` — concatenate every rank's tensor along dim 0; sizes along
   dim 0 may differ between ranks (padded to the largest, then trimmed).
+- ``dist.gather_from_other_ranks(tensor)`` — the other ranks' rows only, detached (cross-rank
+  hard-example mining); empty with one process.
 - ``dist.broadcast_tensor(tensor, src=0)`` — in place, returns it; shape and dtype must match.
 - ``dist.broadcast_object(obj, src=0)`` — any picklable object from ``src``.
 - ``dist.all_gather_object(obj)`` — list of every rank's object.
@@ -54,26 +56,38 @@ class DistContext:
             tensor = tensor.to(torch.uint8)
         return tensor.to(self.device).contiguous()
 
-    def all_gather_cat(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Concatenate every rank's ``tensor`` along dim 0 (rank order). Trailing dimensions
-        and dtype must agree; the leading size may differ."""
-        if not self.enabled:
-            return tensor
+    def _gather_list(self, tensor: torch.Tensor) -> list[torch.Tensor]:
+        """Every rank's ``tensor`` (detached, rank order), on ``tensor``'s device and dtype."""
         if tensor.dim() == 0:
-            raise ValueError("all_gather_cat needs a tensor with a leading batch dimension")
+            raise ValueError("gathering needs a tensor with a leading batch dimension")
         source_device, source_dtype = tensor.device, tensor.dtype
         local = self._to_comm(tensor)
         size = torch.tensor([local.shape[0]], dtype=torch.int64, device=self.device)
         sizes = [torch.zeros_like(size) for _ in range(self.world_size)]
         torch_dist.all_gather(sizes, size)
-        sizes_list = [int(s.item()) for s in sizes]
+        sizes_list = torch.cat(sizes).tolist()  # one host read
         max_size = max(sizes_list)
         padded = local.new_zeros((max_size,) + tuple(local.shape[1:]))
         padded[: local.shape[0]] = local
         gathered = [torch.empty_like(padded) for _ in range(self.world_size)]
         torch_dist.all_gather(gathered, padded)
-        result = torch.cat([g[:n] for g, n in zip(gathered, sizes_list)], dim=0)
-        return result.to(device=source_device, dtype=source_dtype)
+        return [g[:n].to(device=source_device, dtype=source_dtype) for g, n in zip(gathered, sizes_list)]
+
+    def all_gather_cat(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Concatenate every rank's ``tensor`` along dim 0 (rank order). Trailing dimensions
+        and dtype must agree; the leading size may differ."""
+        if not self.enabled:
+            return tensor
+        return torch.cat(self._gather_list(tensor), dim=0)
+
+    def gather_from_other_ranks(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The other ranks' ``tensor`` rows concatenated in rank order, detached (no gradient
+        crosses processes); empty [0, ...] with one process. For cross-rank hard-example
+        mining: local rows keep their gradient, the other ranks' rows are extra candidates."""
+        if not self.enabled:
+            return tensor.detach()[:0]
+        parts = self._gather_list(tensor)
+        return torch.cat([part for rank, part in enumerate(parts) if rank != self.rank], dim=0)
 
     def broadcast_tensor(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
         """Overwrite ``tensor`` (in place) with rank ``src``'s values; returns it."""

@@ -21,6 +21,7 @@ autocast dtype of the network that produced the inputs.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -52,13 +53,23 @@ def dicl_similarity_loss(roi_feats: Tensor, crop_feats_per_roi: Tensor) -> dict[
 
 
 @float32_loss
-def dicl_relation_kl_loss(roi_feats: Tensor, crop_feats_per_roi: Tensor) -> dict[str, Tensor]:
-    """``{"loss_kl": KL(G||A) + KL(A||G)}`` on the row-softmaxed relation matrices."""
+def dicl_relation_kl_loss(roi_feats: Tensor, crop_feats_per_roi: Tensor,
+                          extra_roi_feats: Tensor | None = None,
+                          extra_crop_feats: Tensor | None = None) -> dict[str, Tensor]:
+    """``{"loss_kl": KL(G||A) + KL(A||G)}`` on the row-softmaxed relation matrices.
+
+    Optional ``extra_*`` [E, D] (the other processes' pairs, detached) add columns: A = f
+    [f; f_extra]^T, G = g [g; g_extra]^T, the relation over the global batch."""
     _check_pair(roi_feats, crop_feats_per_roi)
     if roi_feats.shape[0] == 0:
         return {"loss_kl": _zero(roi_feats, crop_feats_per_roi)}
-    log_roi_relation = F.log_softmax(roi_feats @ roi_feats.t(), dim=1)                     # log A
-    log_crop_relation = F.log_softmax(crop_feats_per_roi @ crop_feats_per_roi.t(), dim=1)  # log G
+    roi_keys, crop_keys = roi_feats, crop_feats_per_roi
+    if extra_roi_feats is not None and extra_roi_feats.shape[0] > 0:
+        _check_pair(extra_roi_feats, extra_crop_feats)
+        roi_keys = torch.cat([roi_feats, extra_roi_feats.detach()])
+        crop_keys = torch.cat([crop_feats_per_roi, extra_crop_feats.detach()])
+    log_roi_relation = F.log_softmax(roi_feats @ roi_keys.t(), dim=1)                      # log A
+    log_crop_relation = F.log_softmax(crop_feats_per_roi @ crop_keys.t(), dim=1)           # log G
     kl_crop_to_roi = _kl_elementwise_mean(log_crop_relation, log_roi_relation)  # KL(G || A)
     kl_roi_to_crop = _kl_elementwise_mean(log_roi_relation, log_crop_relation)  # KL(A || G)
     return {"loss_kl": kl_crop_to_roi + kl_roi_to_crop}

@@ -44,17 +44,22 @@ class CGPSMethod(Method):
         det_box_weight: float = 10.0  # 10 on CUHK-SYSU, 1 on PRW (CGPS config)
         cluster_weight: float = 1.0
         quaduplet_weight: float = 1.0
+        # several processes: the quaduplet loss mines hardest positives / negatives /
+        # background among the RoIs of every process (gathered, detached), not only its own
+        cross_rank_mining: bool = False
 
     def __init__(self, temperature: float = 0.05, top_percent: float = 0.6,
                  memory_momentum: float = 0.2, k1: int = 30, k2: int = 6,
                  eps: tuple[float, float, float] = (0.68, 0.70, 0.72), min_samples: int = 4,
                  margin: float = 0.3, bg_weight: float = 0.25, det_box_weight: float = 10.0,
-                 cluster_weight: float = 1.0, quaduplet_weight: float = 1.0) -> None:
+                 cluster_weight: float = 1.0, quaduplet_weight: float = 1.0,
+                 cross_rank_mining: bool = False) -> None:
         self.temperature = temperature
         self.top_percent = top_percent
         self.memory_momentum = memory_momentum
         self.margin = margin
         self.bg_weight = bg_weight
+        self.cross_rank_mining = cross_rank_mining
         self.labeler = CGPSPseudoLabeler(k1=k1, k2=k2, eps=tuple(eps), min_samples=min_samples)
         self.loss_weights = {"loss_det_box": det_box_weight, "loss_cluster": cluster_weight,
                              "loss_quaduplet": quaduplet_weight}
@@ -137,12 +142,21 @@ class CGPSMethod(Method):
             **cluster_contrast_loss(unit_feats[positive], slots[positive],
                                     self.memory.features.to(feats.device), memory_labels,
                                     self.temperature, self.top_percent),
-            **quaduplet_loss(feats, roi_labels, self.margin, self.bg_weight),
+            **quaduplet_loss(feats, roi_labels, self.margin, self.bg_weight,
+                             *self._other_ranks(feats, roi_labels)),
         }
         # RoIs of a distributed sampler's padding repeats do not update the memory
         update = positive & memory_update_mask(batch, out.roi_image)
         pending = {"slots": slots[update], "feats": unit_feats[update].detach()}
         return StepOutput(losses, pending=pending)
+
+    def _other_ranks(self, feats: Tensor, labels: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """(features, labels) of the other processes' RoIs for cross-rank mining, or (None,
+        None) when it is off or only one process runs (every rank calls it: a collective)."""
+        if not (self.cross_rank_mining and self.dist.enabled):
+            return None, None
+        return (self.dist.gather_from_other_ranks(feats.detach()),
+                self.dist.gather_from_other_ranks(labels))
 
     def after_step(self, pending: dict[str, Any]) -> None:
         assert self.memory is not None

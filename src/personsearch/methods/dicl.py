@@ -46,13 +46,15 @@ class DICLMethod(CGPSMethod):
         kl_weight: float = 0.1
         inference_fusion: bool = True  # read by personsearch eval (methods/extractors.py)
         seed: int = 0
+        # several processes: the relation matrices span every process's RoIs (gathered, detached)
+        cross_rank_relation: bool = False
 
     def __init__(self, crop_size: tuple[int, int] = (224, 96), oic: bool = True,
                  oic_prob: float = 0.5, oic_patches: int = 2, oic_grid: tuple[int, int] = (14, 6),
                  fix_small_box_quirk: bool = False, use_sim: bool = True, use_kl: bool = True,
                  fuse_memory_features: bool = True, sim_weight: float = 1.0,
                  kl_weight: float = 0.1, inference_fusion: bool = True, seed: int = 0,
-                 **cgps_params: Any) -> None:
+                 cross_rank_relation: bool = False, **cgps_params: Any) -> None:
         super().__init__(**cgps_params)
         self.crop_size = (int(crop_size[0]), int(crop_size[1]))
         self.oic = oic
@@ -65,6 +67,7 @@ class DICLMethod(CGPSMethod):
         self.fuse_memory_features = fuse_memory_features
         self.inference_fusion = inference_fusion
         self.seed = seed
+        self.cross_rank_relation = cross_rank_relation
         self.loss_weights.update({"loss_sim": sim_weight, "loss_kl": kl_weight})
 
     def _generator(self, batch: dict, epoch: int) -> torch.Generator:
@@ -98,7 +101,11 @@ class DICLMethod(CGPSMethod):
         if self.use_sim:
             losses.update(dicl_similarity_loss(scene, crop_per_roi))
         if self.use_kl:
-            losses.update(dicl_relation_kl_loss(scene, crop_per_roi))
+            extra = (None, None)
+            if self.cross_rank_relation and self.dist.enabled:  # a collective: every rank calls it
+                extra = (self.dist.gather_from_other_ranks(scene.detach()),
+                         self.dist.gather_from_other_ranks(crop_per_roi.detach()))
+            losses.update(dicl_relation_kl_loss(scene, crop_per_roi, *extra))
         feats = out.roi_embeddings
         if self.fuse_memory_features:
             feats = feats.clone()
