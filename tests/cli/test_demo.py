@@ -71,3 +71,14 @@ def test_results_picture_when_nothing_was_detected(tmp_path):
     out = results_picture(tmp_path / "unused.pt", root, tmp_path / "res.npz", tmp_path / "pic.png", 2)
     image = np.asarray(Image.open(out).convert("RGB"))
     assert image.shape[0] >= 160  # one row per query: the query crop alone
+
+
+def test_only_the_recorded_settings_are_compared():
+    from personsearch.cli.demo import add_arguments, recorded_settings
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert recorded_settings(parser.parse_args([]))
+    assert not recorded_settings(parser.parse_args(["--frames", "40"]))
+    assert not recorded_settings(parser.parse_args(["--set", "solver.epochs=1"]))
