@@ -55,7 +55,15 @@ def main() -> None:
     parser.add_argument("--rows", default=",".join(ROWS))
     parser.add_argument("--out", default="out/mask_ablation")
     parser.add_argument("--workers", type=int, default=2, help="mask processes")
+    parser.add_argument("--evaluate-checkpoint", default=None, metavar="NAME",
+                        help="only evaluate OUT/<row>/checkpoints/NAME of the rows that have it "
+                             "(e.g. epoch_001.pt, a copy of last.pt taken when epoch 1 began: "
+                             "the rows after their first epoch); results_<stem>.json, "
+                             "table_<stem>.md")
     args = parser.parse_args()
+    if args.evaluate_checkpoint:
+        evaluate_checkpoints(args)
+        return
 
     data, out = Path(args.data).resolve(), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -105,6 +113,46 @@ def main() -> None:
     print(json.dumps({"command": " ".join(["benchmarks/mask_ablation.py"] + sys.argv[1:]),
                       "config": args.config, "config_sha256_16": config_hash,
                       "rows": results}, indent=1))
+
+
+def evaluate_checkpoints(args) -> None:
+    """Evaluate one named checkpoint per row (trained rows are not touched). Diagnostics: the
+    last pseudo-label record of the epochs the checkpoint covers."""
+    from personsearch.cli.ablate import ROWS as ABLATION_ROWS, evaluate_row, format_table
+    from personsearch.config import load_config
+
+    base = [f"{k}={json.dumps(v)}" for k, v in ABLATION_ROWS["full"].items()]
+
+    out = Path(args.out)
+    trained = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
+    name = args.evaluate_checkpoint
+    stem = Path(name).stem
+    epochs_done = int(stem.split("_")[-1]) if stem.startswith("epoch_") else None
+    results = {}
+    for row in [r.strip() for r in args.rows.split(",") if r.strip()]:
+        checkpoint = out / row / "checkpoints" / name
+        if not checkpoint.is_file():
+            print(f"[mask_ablation] {row}: no {checkpoint} yet", file=sys.stderr, flush=True)
+            continue
+        cfg = load_config(str(out / row / "config.yaml"), [])  # as the row's run resolved it
+        records = [json.loads(line) for line in (out / row / "metrics.jsonl").read_text().splitlines()
+                   if line.strip()]
+        diagnostics = [r for r in records if r.get("type") == "pseudo_label_diagnostics"
+                       and (epochs_done is None or r.get("epoch", 0) <= epochs_done)]
+        results[row] = {"checkpoint": str(checkpoint),
+                        "overrides": trained.get(row, {}).get("overrides", base),
+                        "metrics": evaluate_row(checkpoint, cfg),
+                        "diagnostics": diagnostics[-1] if diagnostics else {}}
+        if row in trained and "mask" in trained[row]:
+            results[row]["mask"] = trained[row]["mask"]
+        print(f"[mask_ablation] {row} ({name}): mAP {100 * results[row]['metrics']['mAP']:.2f} "
+              f"top-1 {100 * results[row]['metrics']['top1']:.2f}", file=sys.stderr, flush=True)
+    (out / f"results_{stem}.json").write_text(json.dumps(results, indent=1))
+    table = format_table(results)
+    (out / f"table_{stem}.md").write_text(table + "\n")
+    print(table, file=sys.stderr)
+    print(json.dumps({"command": " ".join(["benchmarks/mask_ablation.py"] + sys.argv[1:]),
+                      "checkpoint": name, "rows": results}, indent=1))
 
 
 if __name__ == "__main__":
