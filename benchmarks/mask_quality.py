@@ -13,7 +13,8 @@ pipeline runs end to end and writes valid maps.
 
 Prints JSON: per method the mean / median IoU over persons and the mean per box height, the
 persons and images measured, the seconds the mask run took (on whatever else the machine was
-running) and how many persons GrabCut left as their whole box.
+running; null when the view already held every mask, e.g. ``--out`` pointing at the views of
+benchmarks/mask_ablation.py) and how many persons GrabCut left as their whole box.
 """
 
 from __future__ import annotations
@@ -128,8 +129,10 @@ def measure(data: Path, out: Path, method: str, split: str, workers: int,
                 "input_size": list(parser.input_size)}
     summary = generate_masks("prw", view, method=method, split=split, progress=False, **kwargs)
     ious = per_person_iou(data, view, records)
+    reused = summary.written == 0
     return {"images": len(records), **iou_summary(ious, person_heights(records)),
-            "seconds": round(summary.seconds, 2),
+            # masks already in the view (an earlier run wrote them): no time to report
+            "seconds": None if reused else round(summary.seconds, 2), "masks_reused": reused,
             "written": summary.written, "whole_box_fallbacks": summary.stats.box_fallbacks,
             "fallback_reasons": summary.stats.reasons}
 
