@@ -8,9 +8,11 @@ Builds the training data, the model (``build_model(**model_kwargs(cfg))``), the 
 ``<out>/run_log.jsonl`` (one line per start / resume, with any accepted config change).
 
 Fault tolerance: ``--auto-resume`` continues the run in ``--out`` when it holds a checkpoint
-(else starts it), for schedulers that rerun the same command; under ``torchrun --max-restarts N``
-a restarted worker group does so by itself (``TORCHELASTIC_RESTART_COUNT`` > 0), so a lost
-process costs the iterations since the last checkpoint (``train.checkpoint_every_iters``).
+(else starts it), for schedulers that rerun the same command. Under ``torchrun --max-restarts N``
+a restarted worker group does so by itself: the run log records the torchrun job
+(``--rdzv-id``) that started the run, and a worker of the same job finding ``last.pt`` resumes
+from it; so a lost process costs the iterations since the last checkpoint
+(``train.checkpoint_every_iters``).
 
 Resume continues with the run's saved config (the checkpoint's), never the CONFIG file's: a
 ``--set`` value that differs from it is refused, listing the keys, unless
@@ -96,17 +98,66 @@ def dataset_signature(fmt: str, root: str, records) -> dict:
 
 
 def elastic_restart_count() -> int:
-    """How many times torchrun (torch.distributed.elastic) has restarted this worker group
-    (``TORCHELASTIC_RESTART_COUNT``; 0 outside torchrun). Every rank of a restarted group resumes
-    from the run's ``last.pt``, which rank 0 alone writes (atomically), so all ranks continue
-    from the same file."""
+    """How many times this torchrun agent restarted its workers after a failure
+    (``TORCHELASTIC_RESTART_COUNT``; 0 outside torchrun). A group restarted because *another*
+    node failed keeps 0 here, so this alone does not tell a restart: see :func:`elastic_job`."""
     import os
 
-    value = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     try:
-        return max(0, int(value))
+        return max(0, int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")))
     except ValueError:
         return 0
+
+
+def elastic_job() -> str | None:
+    """The torchrun job this worker belongs to (``TORCHELASTIC_RUN_ID`` = ``--rdzv-id``; a
+    random id with ``--standalone``), constant across restarts of the worker group; None
+    outside torchrun or for torchrun's default id "none"."""
+    import os
+
+    value = os.environ.get("TORCHELASTIC_RUN_ID", "").strip()
+    return value if value and value != "none" else None
+
+
+def elastic_store_warning() -> str | None:
+    """The warning for a multi-node torchrun with restarts on torch's shared rendezvous store,
+    or None. That store keys the workers' addresses by each agent's own restart count, and an
+    agent restarted because *another* node failed does not count the restart: after such a
+    restart the nodes disagree on the key and the new group connects to the dead workers'
+    addresses and fails. ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` gives each round a fresh store
+    (tests/engine/test_elastic.py restarts a killed worker that way)."""
+    import os
+
+    def number(name: str) -> int:
+        try:
+            return int(os.environ.get(name, "0"))
+        except ValueError:
+            return 0
+
+    if (os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+            and number("TORCHELASTIC_MAX_RESTARTS") > 0 and number("GROUP_WORLD_SIZE") > 1):
+        return ("multi-node torchrun with --max-restarts on torch's shared rendezvous store: a "
+                "restart after one node fails can connect to the dead workers and fail; launch "
+                "with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in the environment of every node")
+    return None
+
+
+def started_by_job(out_dir: Path, job: str | None) -> bool:
+    """Whether the run in ``out_dir`` was started or resumed by torchrun job ``job`` (its run
+    log records the job): then a new start of a worker is the job's group restarting."""
+    if job is None:
+        return False
+    try:
+        lines = (out_dir / RUN_LOG).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        try:
+            if json.loads(line).get("elastic_job") == job:
+                return True
+        except (ValueError, AttributeError):
+            continue
+    return False
 
 
 def append_run_log(out_dir: Path, event: dict) -> None:
@@ -300,8 +351,9 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(cfg.train.out_dir)
     last = out_dir / "checkpoints" / "last.pt"
     resume_from = Path(args.resume_from) if args.resume_from else (last if args.resume else None)
-    restarts = elastic_restart_count()
-    if resume_from is None and (args.auto_resume or restarts > 0) and last.is_file():
+    job, restarts = elastic_job(), elastic_restart_count()
+    if resume_from is None and last.is_file() and (
+            args.auto_resume or restarts > 0 or started_by_job(out_dir, job)):
         resume_from = last  # the same run, started again: continue from its last checkpoint
     if resume_from is not None and not resume_from.is_file():
         raise CheckpointError(f"{resume_from}: nothing to resume (no checkpoint in {out_dir})"
@@ -370,14 +422,18 @@ def run(args: argparse.Namespace) -> int:
             hooks=hooks,
         )
         if dist.is_main:
+            warning = elastic_store_warning()
+            if warning:
+                print(f"personsearch train: warning: {warning}", file=sys.stderr)
             atomic_write_text(out_dir / "config.yaml", dump_config(cfg))
             atomic_write_text(out_dir / DATASET_FILE, json.dumps(signature, indent=1))
             if resume_from is None:
-                append_run_log(out_dir, {"event": "start", "config_file": str(args.config),
+                append_run_log(out_dir, {"event": "start", "elastic_job": job,
+                                         "config_file": str(args.config),
                                          "overrides": list(args.overrides)})
             else:
                 append_run_log(out_dir, {"event": "resume", "checkpoint": str(resume_from),
-                                         "elastic_restart": restarts,
+                                         "elastic_job": job, "elastic_restart": restarts,
                                          "overrides": list(args.overrides),
                                          "config_changes": {k: {"from": a, "to": b} for k, (a, b)
                                                             in accepted_changes.items()}})
