@@ -367,6 +367,18 @@ def test_ablate_one_row(world, tmp_path, capsys):
     assert (tmp_path / "ablation" / "embedding.png").is_file()
 
 
+def test_ablate_evaluation_of_a_model_that_detects_nobody(world):
+    """The row evaluation `ablate` runs (was `cannot reshape array of size 0`)."""
+    from personsearch.cli.ablate import evaluate_row
+    from personsearch.config import load_config
+
+    overrides = [f"{key}={json.dumps(value)}" for key, value in
+                 {**SHRINK, "data.root": str(world.prw), "method.params.use_masks": False}.items()]
+    metrics = evaluate_row(world.ckpt_nobody, load_config(CONFIGS / "ssl_synthetic.yaml", overrides))
+    assert metrics["mAP"] == 0.0 and metrics["num_queries"] == len(PRW_QUERIES)
+    assert metrics["queries_far_scale"] + metrics["queries_near_scale"] == len(PRW_QUERIES)
+
+
 # ---------------------------------------------------------------------------------- index + search
 
 def _index_info(capsys, index: Path) -> dict:
