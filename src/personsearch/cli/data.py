@@ -5,6 +5,9 @@
         --masks: also the training images without a valid person mask (SSL presets).
     personsearch data synth OUT --format prw|cuhk-sysu --frames N --seed S
                             [--width W --height H] [--difficulty easy|normal|hard]
+    personsearch data synth OUT --like prw-full|cuhk-sysu-full [--frames N] [--image-scale S]
+        the real benchmark's counts and image sizes (docs/synthetic_data.md); --frames scales
+        it down keeping the proportions, any explicit flag wins over the preset.
     personsearch data masks ROOT --format prw|cuhk-sysu|coco [--method grabcut|box|schp]
                             [--weights FILE] [--split train] [--workers N] [--device auto]
                             [--overwrite]
@@ -28,10 +31,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="also check the person masks of the training images (SSL presets)")
     synth = actions.add_parser("synth", help="generate a synthetic dataset in a real format")
     synth.add_argument("out", help="output folder")
-    synth.add_argument("--format", dest="fmt", required=True, choices=("prw", "cuhk-sysu"))
-    synth.add_argument("--frames", type=int, required=True, help="number of scene images")
+    synth.add_argument("--format", dest="fmt", default=None, choices=("prw", "cuhk-sysu"),
+                       help="required unless --like gives it")
+    synth.add_argument("--like", default=None, choices=("prw-full", "cuhk-sysu-full"),
+                       help="the real benchmark's sizes, splits, identities and image sizes")
+    synth.add_argument("--frames", type=int, default=None,
+                       help="number of scene images (required without --like; with --like it "
+                            "scales the preset, identities in proportion)")
+    synth.add_argument("--image-scale", type=float, default=1.0,
+                       help="--like only: multiply every image size (e.g. 0.25 for a quick run)")
+    synth.add_argument("--workers", type=int, default=None,
+                       help="rendering processes (default: every CPU)")
     synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--width", type=int, default=None, help="image width (px)")
+    synth.add_argument("--width", type=int, default=None,
+                       help="image width (px); with --like cuhk-sysu-full a fixed size")
     synth.add_argument("--height", type=int, default=None, help="image height (px)")
     synth.add_argument("--difficulty", choices=("easy", "normal", "hard"), default="normal")
     masks = actions.add_parser("masks", help="write person masks for SSL's background filtering")
@@ -67,18 +80,36 @@ def run(args: argparse.Namespace) -> int:
                                  overwrite=args.overwrite)
         print(summary.format())
         return 0
-    from personsearch.data.synth import generate_dataset
+    return _synth(args)
 
-    if args.frames <= 0:
+
+def _synth(args: argparse.Namespace) -> int:
+    from personsearch.data.synth import generate_dataset
+    from personsearch.data.synth.like import like_arguments
+
+    if args.frames is not None and args.frames <= 0:
         raise SystemExit("personsearch data synth: --frames must be positive")
-    kwargs = {"fmt": args.fmt, "frames": args.frames, "seed": args.seed,
-              "difficulty": args.difficulty, "progress": True}
+    if args.like is None:
+        if args.fmt is None or args.frames is None:
+            raise SystemExit("personsearch data synth: give --format and --frames, or --like")
+        if args.image_scale != 1.0:
+            raise SystemExit("personsearch data synth: --image-scale needs --like")
+        kwargs = {"fmt": args.fmt, "frames": args.frames}
+    else:
+        kwargs = like_arguments(args.like, frames=args.frames, image_scale=args.image_scale)
+        if args.fmt is not None and args.fmt != kwargs["fmt"]:
+            raise SystemExit(f"personsearch data synth: --like {args.like} writes the "
+                             f"{kwargs['fmt']} format, not {args.fmt}")
+        if args.width is not None or args.height is not None:
+            kwargs.pop("image_sizes", None)  # an explicit size: every image that size
+    kwargs.update(seed=args.seed, difficulty=args.difficulty, progress=True,
+                  workers=args.workers)
     if args.width is not None:
         kwargs["width"] = args.width
     if args.height is not None:
         kwargs["height"] = args.height
     counts = generate_dataset(args.out, **kwargs)
-    print(f"wrote a synthetic {args.fmt} dataset to {args.out}")
+    print(f"wrote a synthetic {kwargs['fmt']} dataset to {args.out}")
     for key, value in counts.items():
         print(f"  {key}: {value}")
     return 0

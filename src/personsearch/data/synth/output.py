@@ -33,7 +33,7 @@ def frame_record(root: Path, plan: ScenePlan, frame: FramePlan, index: int) -> S
     ids = np.array([p.true_id if p.labeled else -1 for p in frame.persons], dtype=np.int64)
     return SceneRecord(
         image_path=str(image_dir(root, plan.settings.fmt) / frame.name),
-        image_name=frame.name, width=plan.settings.width, height=plan.settings.height,
+        image_name=frame.name, width=frame.width, height=frame.height,
         boxes=boxes, person_ids=ids,
         camera_id=frame.camera if plan.settings.fmt == "prw" else 0, image_index=index)
 

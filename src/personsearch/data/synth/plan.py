@@ -19,7 +19,7 @@ import numpy as np
 from . import prw_stats
 from .background import CameraLook, sample_camera
 from .identities import Appearance, sample_appearance
-from .settings import SynthSettings
+from .settings import SynthSettings, frame_height_range
 
 
 CUHK_BOXES_PER_ID = 3  # CUHK-SYSU: ~2.8 images per identity
@@ -51,6 +51,8 @@ class FramePlan:
     camera: int  # 1-based camera (PRW) / scene background (CUHK-SYSU)
     time: int  # order within the camera
     persons: tuple[PersonPlan, ...]  # annotation order (back to front: rendering order too)
+    width: int  # image size (px); varies per image when settings.image_sizes is set
+    height: int
 
 
 @dataclass(frozen=True)
@@ -206,9 +208,10 @@ def _visible_fraction(box, front_boxes, samples: int = 10) -> float:
     return float(1.0 - covered.mean())
 
 
-def _place_persons(rng, settings: SynthSettings, camera: CameraLook, people) -> list[PersonPlan]:
-    """people: list of (true_id, labeled, height_px, aspect). Returns persons back to front."""
-    width, height = settings.width, settings.height
+def _place_persons(rng, settings: SynthSettings, camera: CameraLook, people, width: int,
+                   height: int) -> list[PersonPlan]:
+    """people: list of (true_id, labeled, height_px, aspect) in a ``width`` x ``height`` image.
+    Returns persons back to front."""
     sized = []
     for true_id, labeled, box_h, aspect in people:
         box_w = int(np.clip(round(box_h * aspect), 4, width))
@@ -241,6 +244,19 @@ def _place_persons(rng, settings: SynthSettings, camera: CameraLook, people) -> 
                                  visible=round(visible, 4)))
     placed.reverse()  # back to front
     return placed
+
+
+def _image_sizes(settings: SynthSettings, count: int) -> list[tuple[int, int]]:
+    """(width, height) of each image in name order: the settings' size, or drawn from
+    ``settings.image_sizes`` with a generator of its own (the rest of the plan does not
+    depend on whether sizes vary)."""
+    if not settings.image_sizes:
+        return [(settings.width, settings.height)] * count
+    table = np.array([(w, h) for w, h, _ in settings.image_sizes], dtype=np.int64)
+    weights = np.array([p for _, _, p in settings.image_sizes], dtype=np.float64)
+    picks = np.random.default_rng([settings.seed, 9]).choice(
+        len(table), size=count, p=weights / weights.sum())
+    return [(int(table[i, 0]), int(table[i, 1])) for i in picks]
 
 
 def build_plan(settings: SynthSettings) -> ScenePlan:
@@ -325,9 +341,12 @@ def build_plan(settings: SynthSettings) -> ScenePlan:
             settings.pattern_rate, settings.accessory_rate)
     # One-off (unlabeled) persons get ids after every recurring identity.
     one_off_base = next_id - 1
+    sizes = _image_sizes(settings, len(records))
 
     frames = []
     for position, (name, camera, time, split) in enumerate(records):
+        frame_w, frame_h = sizes[position]
+        min_h, max_h = frame_height_range(settings, frame_h)
         people = []
         for identity, labeled, quantile in frame_persons[position]:
             true_id = identity if labeled else one_off_base - identity
@@ -336,14 +355,15 @@ def build_plan(settings: SynthSettings) -> ScenePlan:
                     np.random.default_rng([settings.seed, 3, true_id]), settings.palette_size,
                     settings.pattern_rate, settings.accessory_rate)
             look = appearances[true_id]
-            box_h = float(prw_stats.height_at_quantile(quantile, settings.height)
+            box_h = float(prw_stats.height_at_quantile(quantile, frame_h)
                           * settings.height_scale * look.body_height)
-            box_h = int(np.clip(round(box_h), settings.min_height, settings.max_height))
+            box_h = int(np.clip(round(box_h), min_h, max_h))
             aspect = float(prw_stats.sample_aspect(rng, 1)[0]) * np.sqrt(look.build)
             people.append((true_id, labeled, box_h, aspect))
-        persons = _place_persons(rng, settings, cameras[camera], people)
+        persons = _place_persons(rng, settings, cameras[camera], people, frame_w, frame_h)
         frames.append(FramePlan(index=position, name=name, split=split, camera=camera,
-                                time=time, persons=tuple(persons)))
+                                time=time, persons=tuple(persons), width=frame_w,
+                                height=frame_h))
     return ScenePlan(settings=settings, frames=tuple(frames), cameras=cameras,
                      appearances=appearances, train_ids=tuple(split_ids["train"]),
                      test_ids=tuple(split_ids["test"]))

@@ -5,7 +5,7 @@ foreground of box k; front-most owns a pixel; occluders in front erase it)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -31,9 +31,11 @@ class RenderContext:
 _BACKGROUNDS: dict[tuple, np.ndarray] = {}
 
 
-def camera_background(context: RenderContext, camera: int) -> np.ndarray:
-    """The camera's static scene (cached per process; a pure function of seed and camera)."""
-    settings = context.settings
+def camera_background(context: RenderContext, camera: int,
+                      settings: SynthSettings | None = None) -> np.ndarray:
+    """The camera's static scene (cached per process; a pure function of seed, camera and
+    image size). ``settings``: the context's, with the image's own size."""
+    settings = context.settings if settings is None else settings
     key = (settings.seed, camera, settings.width, settings.height, settings.posters_per_camera,
            settings.palette_size)
     if key not in _BACKGROUNDS:
@@ -119,9 +121,11 @@ def _camera_lut(camera: CameraLook, brightness: float) -> list[int]:
 def render_frame(frame: FramePlan, context: RenderContext) -> tuple[Image.Image, np.ndarray]:
     """The frame's RGB image (PIL, before JPEG) and uint8 [H, W] person label map."""
     settings = context.settings
+    if (frame.width, frame.height) != (settings.width, settings.height):
+        settings = replace(settings, width=frame.width, height=frame.height)
     camera = context.cameras[frame.camera]
     rng = np.random.default_rng([settings.seed, 4, frame.index])
-    image = camera_background(context, frame.camera).copy()
+    image = camera_background(context, frame.camera, settings).copy()
     labels = np.zeros((settings.height, settings.width), dtype=np.uint8)
 
     drawables = []  # (foot_y, order, kind, payload)
@@ -166,7 +170,8 @@ def _noise_bank(settings: SynthSettings) -> np.ndarray:
     function of the seed and the frame size."""
     key = (settings.seed, settings.width, settings.height)
     if key not in _NOISE:
-        _NOISE.clear()
+        if len(_NOISE) >= 8:  # a few image sizes (image_sizes) stay cached together
+            _NOISE.clear()
         rng = np.random.default_rng([settings.seed, 6])
         bank = rng.standard_normal((settings.height + 61, settings.width + 97, 3),
                                    dtype=np.float32)

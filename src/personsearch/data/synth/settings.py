@@ -61,6 +61,11 @@ class SynthSettings:
     blur: float = 0.6  # Gaussian blur radius (px) of the camera optics, per camera +-30%
     noise: float = 2.5  # sensor noise std (grey levels)
     jpeg_quality: int = 88
+    # --- image sizes ----------------------------------------------------------------------
+    # None: every image is width x height. Otherwise ((width, height, weight), ...): each
+    # image's size is drawn from these weights (CUHK-SYSU's photos vary in size); width x height
+    # is then only the nominal size the px settings (min_height, max_height) refer to.
+    image_sizes: tuple[tuple[int, int, float], ...] | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -158,6 +163,19 @@ def make_settings(
             raise ConfigError(
                 f"synthetic data: {name}={values[name]!r} is outside [{low}, {high}]"
             )
+    sizes = values.get("image_sizes")
+    if sizes is not None:
+        try:
+            sizes = tuple((int(w), int(h), float(weight)) for w, h, weight in sizes)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"synthetic data: image_sizes must be (width, height, weight) triples, got {sizes!r}"
+            ) from None
+        if not sizes or any(w < 64 or h < 64 or weight <= 0 for w, h, weight in sizes):
+            raise ConfigError(
+                f"synthetic data: image_sizes need sizes >= 64x64 and weights > 0, got {sizes!r}"
+            )
+        values["image_sizes"] = sizes
     if fmt == "cuhk-sysu":
         # CUHK-SYSU photos come from many places; "cameras" become scene backgrounds. Most of
         # its boxes carry no identity (approximation: ~2.8 labeled boxes for each of 8,432 ids
@@ -186,4 +204,22 @@ def make_settings(
             f"synthetic data: need 8 <= min_height ({min_height}) <= max_height ({max_height}) "
             f"<= image height ({height})"
         )
-    return replace(settings, min_height=int(min_height), max_height=int(max_height))
+    settings = replace(settings, min_height=int(min_height), max_height=int(max_height))
+    for w, h, _ in settings.image_sizes or ():
+        frame_min, frame_max = frame_height_range(settings, h)
+        if not 8 <= frame_min <= frame_max <= h:
+            raise ConfigError(
+                f"synthetic data: image size {w}x{h} cannot hold persons of "
+                f"{settings.min_height}..{settings.max_height} px per {height} px"
+            )
+    return settings
+
+
+def frame_height_range(settings: SynthSettings, frame_height: int) -> tuple[int, int]:
+    """(min_height, max_height) in px for an image ``frame_height`` high: the settings' px
+    values, given for the nominal height, rescaled."""
+    if frame_height == settings.height:
+        return int(settings.min_height), int(settings.max_height)
+    scale = frame_height / settings.height
+    return (max(8, int(round(settings.min_height * scale))),
+            min(frame_height, int(round(settings.max_height * scale))))
