@@ -1,0 +1,132 @@
+"""Generation time and disk size of the full-size synthetic datasets (issue 11 item 1).
+
+    .venv/bin/python benchmarks/synth_full.py --like prw-full --fraction 0.05 --workers 2
+    .venv/bin/python benchmarks/synth_full.py --like cuhk-sysu-full --fraction 0.05 --workers 2
+
+Generates ``fraction`` of the preset's images (``--frames`` = fraction x real count, identities
+in proportion, the real image sizes) into a temporary folder and prints JSON: the measured
+seconds (images + masks, annotation files), bytes on disk per part, counts, peak RSS -- and,
+labelled ``extrapolated_full``, an estimate for the full preset. The estimate is linear in the
+number of images for everything except CUHK-SYSU's TestG{50..4000}.mat files, whose size and
+writing time grow with queries x gallery entries; those are scaled by that product instead.
+The full run itself (``full_run_command``) was not measured by this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from personsearch.data.cuhk_sysu import GALLERY_SIZES
+from personsearch.data.synth import generate_dataset
+from personsearch.data.synth.like import like_arguments
+from personsearch.data.synth.output import cuhk_gallery_sizes
+
+
+def _bytes(root: Path) -> dict[str, int]:
+    parts = {"images": 0, "masks": 0, "testg": 0, "annotations": 0, "diagnostics": 0}
+    for path in root.rglob("*"):
+        if not path.is_file():
+            continue
+        size = path.stat().st_size
+        rel = path.relative_to(root).parts
+        if rel[0] in ("frames", "Image"):
+            parts["images"] += size
+        elif rel[0] in ("masks", "diagnostics"):
+            parts[rel[0]] += size
+        elif path.name.startswith("TestG"):
+            parts["testg"] += size
+        else:
+            parts["annotations"] += size
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--like", required=True, choices=("prw-full", "cuhk-sysu-full"))
+    parser.add_argument("--fraction", type=float, default=0.05,
+                        help="share of the preset's images to generate (default 1/20)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="folder to keep the dataset in (new/empty)")
+    args = parser.parse_args(argv)
+
+    full = like_arguments(args.like)
+    frames = max(4, round(full["frames"] * args.fraction))
+    kwargs = like_arguments(args.like, frames=frames)
+    with tempfile.TemporaryDirectory(prefix="synth_full_") as scratch:
+        root = Path(args.out) if args.out else Path(scratch) / "data"
+        start = time.perf_counter()
+        cpu_start = os.times()
+        counts = generate_dataset(root, seed=args.seed, workers=args.workers, progress=True,
+                                  **kwargs)
+        wall = time.perf_counter() - start
+        cpu_end = os.times()
+        sizes = _bytes(root)
+        test_images = counts["frames"]["test"]
+    cpu = (cpu_end.user - cpu_start.user + cpu_end.system - cpu_start.system
+           + cpu_end.children_user - cpu_start.children_user
+           + cpu_end.children_system - cpu_start.children_system)
+    scale = full["frames"] / frames
+    queries = counts["queries"]
+    result = {
+        "like": args.like,
+        "fraction": args.fraction,
+        "frames": frames,
+        "workers": args.workers,
+        "cpu_count": os.cpu_count(),
+        "loadavg_1min_at_end": round(os.getloadavg()[0], 2),
+        "measured": {
+            "seconds": round(wall, 1),
+            "seconds_images": counts["seconds_images"],
+            "seconds_annotations": counts["seconds_annotations"],
+            "cpu_seconds_all_processes": round(cpu, 1),
+            "bytes": sizes,
+            "peak_rss_main_mib": round(
+                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "counts": {k: v for k, v in counts.items() if not k.startswith("seconds")},
+        },
+    }
+    # --- extrapolation to the full preset (an estimate, not a measurement) -----------------
+    testg_factor = 1.0
+    if kwargs["fmt"] == "cuhk-sysu" and queries:
+        written = cuhk_gallery_sizes(test_images)
+        full_entries = full["num_test_ids"] * sum(GALLERY_SIZES)
+        testg_factor = full_entries / (queries * sum(written))
+        result["measured"]["testg_sizes_written"] = written
+    est_bytes = {part: round(value * (testg_factor if part == "testg" else scale))
+                 for part, value in sizes.items() if part != "total"}
+    est_bytes["total"] = sum(est_bytes.values())
+    annotation_factor = testg_factor if kwargs["fmt"] == "cuhk-sysu" else scale
+    est_images = counts["seconds_images"] * scale
+    est_annotations = counts["seconds_annotations"] * annotation_factor
+    result["extrapolated_full"] = {
+        "note": ("ESTIMATE, not measured: images/masks/counts x (full frames / frames); "
+                 + ("CUHK-SYSU annotation seconds and TestG bytes x (2900 queries x "
+                    f"{sum(GALLERY_SIZES)} gallery entries) / (measured queries x entries "
+                    "written), assuming TestG writing dominates that step"
+                    if kwargs["fmt"] == "cuhk-sysu" else "annotations linear too")
+                 + f"; same machine load and --workers {args.workers}"),
+        "frames": full["frames"],
+        "seconds_images": round(est_images),
+        "seconds_annotations": round(est_annotations),
+        "seconds": round(est_images + est_annotations),
+        "bytes": est_bytes,
+        "boxes": {k: round(v * scale) for k, v in counts["boxes"].items()},
+    }
+    result["full_run_command"] = (f"personsearch data synth data/{args.like} --like {args.like} "
+                                  f"--workers {args.workers}")
+    json.dump(result, sys.stdout, indent=1)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
