@@ -133,8 +133,9 @@ def measure(data: Path, out: Path, method: str, split: str, workers: int,
     return {"images": len(records), **iou_summary(ious, person_heights(records)),
             # masks already in the view (an earlier run wrote them): no time to report
             "seconds": None if reused else round(summary.seconds, 2), "masks_reused": reused,
-            "written": summary.written, "whole_box_fallbacks": summary.stats.box_fallbacks,
-            "fallback_reasons": summary.stats.reasons}
+            "written": summary.written,
+            "whole_box_fallbacks": None if reused else summary.stats.box_fallbacks,
+            "fallback_reasons": None if reused else summary.stats.reasons}
 
 
 def main() -> None:
