@@ -171,6 +171,13 @@ def _sample_grid(
     return ys, xs, used_y, used_x, grid_h, grid_w, roi_h, roi_w
 
 
+def _size_class(sizes: Tensor) -> Tensor:
+    """Round window sizes up to 1, 2, 3, 4, 6, 8, 12, 16, ... (powers of two and 1.5x them)."""
+    power = torch.pow(2.0, torch.log2(sizes.clamp(min=1).double()).floor())
+    return torch.where(sizes.double() <= power, power,
+                       torch.where(sizes.double() <= power * 1.5, power * 1.5, power * 2)).ceil().long()
+
+
 def _chunks(rows: Tensor, cols: Tensor, work: Callable[[int, int], int], budget: int) -> list[Tensor]:
     """Group RoIs with similar windows (rows [K] x cols [K]) into chunks whose padded work fits.
 
@@ -376,16 +383,23 @@ def _pool_with_offsets(
     dense_x, first_x, extent_x = dense_x.reshape(num_bins, width), first_x.reshape(-1), extent_x.reshape(-1)
     bin_image = rois[:, 0].long().repeat_interleave(out_h * out_w)  # [K*h*w]
 
-    # Bins are grouped by window size and each group is padded to its own largest window
-    # (not the batch's): a few large RoIs no longer make every bin of the batch pay for them.
-    def work(num_rows: int, num_cols: int) -> int:  # gathered window + weights per bin
-        return num_rows * num_cols * (channels + 1)
-
+    # Bins are grouped by window size class (rows and columns each rounded up to 1, 2, 3, 4,
+    # 6, 8, 12, ...) and each group is padded to its own class, not to the batch's largest
+    # window: a few large RoIs no longer make every bin of the batch pay for them, and the
+    # padding stays under 2x per axis. At most a few dozen groups (one host read for the list).
+    row_class, col_class = _size_class(extent_y), _size_class(extent_x)
+    key_base = int(col_class.max()) + 1
+    group_key = row_class * key_base + col_class
     budget = chunk_budget(_CHUNK_ELEMENTS, flat_map.device)
     parts = []
-    for bins in _chunks(extent_y, extent_x, work, budget):
-        num_rows = max(int(extent_y[bins].max()), 1)
-        num_cols = max(int(extent_x[bins].max()), 1)
+    order = torch.sort(group_key, stable=True).indices
+    keys, counts = torch.unique_consecutive(group_key[order], return_counts=True)
+    start = 0
+    for key, count in zip(keys.tolist(), counts.tolist()):
+        bins = order[start:start + count]
+        start += count
+        num_rows = max(key // key_base, 1)  # the class bounds every window of the group
+        num_cols = max(key % key_base, 1)
         row_index, weight_y = _window(dense_y[bins], first_y[bins], num_rows, extent_y[bins], height)  # [n, Hw]
         col_index, weight_x = _window(dense_x[bins], first_x[bins], num_cols, extent_x[bins], width)
         pixels = (bin_image[bins, None, None] * height + row_index[:, :, None]) * width + col_index[:, None, :]
