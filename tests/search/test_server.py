@@ -325,21 +325,32 @@ def test_page_headers_forbid_framing_and_cross_origin_embedding(server):
     assert headers["Cross-Origin-Resource-Policy"] == "same-origin"
 
 
-@pytest.fixture
-def strict_server(tmp_path, scene_dir):
-    """A server with short read deadlines, two connection slots and an extra allowed host."""
+def limited_server(tmp_path, scene_dir, **limits):
+    """A server with ``HttpLimits(**limits)`` and the extra allowed host photos.lan."""
     from personsearch.search.server import HttpLimits
 
     build_index(tmp_path / "idx", ColourEmbedder(), scene_dir, progress=False)
     store = GalleryStore.open(tmp_path / "idx")
-    limits = HttpLimits(request_timeout_s=0.5, max_connections=2)
-    httpd = make_server(SearchApp(store, ColourEmbedder()), "127.0.0.1", 0, allowed_hosts=["photos.lan"], limits=limits)
+    httpd = make_server(SearchApp(store, ColourEmbedder()), "127.0.0.1", 0, allowed_hosts=["photos.lan"],
+                        limits=HttpLimits(**limits))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}", httpd
     httpd.shutdown()
     httpd.server_close()
     store.close()
+
+
+@pytest.fixture
+def strict_server(tmp_path, scene_dir):
+    """Reading a request may take 0.5 s."""
+    yield from limited_server(tmp_path, scene_dir, request_timeout_s=0.5)
+
+
+@pytest.fixture
+def two_slot_server(tmp_path, scene_dir):
+    """Two connections at once; idle ones are kept for 60 s (so they hold their slots)."""
+    yield from limited_server(tmp_path, scene_dir, request_timeout_s=60, max_connections=2)
 
 
 def test_stalled_body_is_answered_408_and_closed(strict_server):
@@ -378,14 +389,14 @@ def test_trickled_body_cannot_extend_the_deadline(strict_server):
     assert sent < 1000 and answer.startswith(b"HTTP/1.1 408"), (sent, answer[:100])
 
 
-def test_allowed_host_flag_adds_a_name(strict_server):
-    base, _ = strict_server
+def test_allowed_host_flag_adds_a_name(two_slot_server):
+    base, _ = two_slot_server
     assert request(base + "/api/info", headers={"Host": "photos.lan:8000"})[0] == 200
     assert request(base + "/api/info", headers={"Host": "photos.lan.evil.example"})[0] == 403
 
 
-def test_connections_beyond_the_limit_get_503_and_slots_come_back(strict_server):
-    base, httpd = strict_server
+def test_connections_beyond_the_limit_get_503_and_slots_come_back(two_slot_server):
+    base, httpd = two_slot_server
     host, port = base.rsplit("/", 1)[-1].split(":")
     idle = [socket.create_connection((host, int(port)), timeout=20) for _ in range(2)]
     try:
