@@ -183,3 +183,31 @@ def test_wrong_weights_files_are_named_with_what_they_lack(tmp_path):
     fake_checkpoint(atr, 18)
     with pytest.raises(CheckpointError, match="18 parsing classes, but the lip parser has 20"):
         load_schp(atr, dataset="lip")
+
+
+class BlueIsPerson(torch.nn.Module):
+    """Stand-in parser: class 1 where the (normalised) blue input channel is above SCHP's mean,
+    at full input resolution; lets the test see where parse_crops maps each pixel."""
+
+    def forward(self, images):
+        from personsearch.models.schp import SCHPOutput
+
+        blue = images[:, :1]  # BGR input: channel 0 is blue
+        logits = torch.cat([-blue, blue], dim=1)
+        return SCHPOutput(logits, logits, logits)
+
+
+@pytest.mark.parametrize("input_size", [(65, 65), (473, 473), (40, 80)])
+def test_parse_crops_round_trip_puts_each_pixel_back(input_size):
+    crop = np.zeros((30, 12, 3), np.uint8)
+    crop[:10, :, 2] = 255  # RGB: the top 10 rows are blue
+    crop[20:, 8:, 2] = 255  # and a bottom-right patch
+    (foreground, score), = parse_crops(BlueIsPerson(), [crop], input_size)
+    expected = crop[:, :, 2] > 0
+    # bilinear resampling blurs at most the row / column next to an edge; the crop's last row
+    # and column (mapped just past the input's edge) keep the edge's class
+    interior = np.ones_like(expected)
+    interior[[9, 10, 19, 20], :] = False
+    interior[:, [7, 8]] = False
+    np.testing.assert_array_equal(foreground[interior], expected[interior])
+    assert (score[expected & interior] > 0.5).all() and (score[~expected & interior] < 0.5).all()

@@ -341,7 +341,8 @@ def parse_crops(model: SCHPNet, crops_rgb: list[np.ndarray], input_size: tuple[i
     """Run the parser on person crops (uint8 RGB [h, w, 3] each). Per crop: (foreground bool
     [h, w] = argmax class is not background, score float32 [h, w] = 1 - P(background)), the
     fused logits mapped back to the crop with the inverse of :func:`crop_affine` as SCHP's
-    extractor does (bilinear upsampling to the input size, then the inverse warp)."""
+    extractor does (bilinear upsampling to the input size, then the inverse warp; edge logits
+    replicated where the warp samples past the input, see below)."""
     import cv2
 
     input_h, input_w = input_size
@@ -362,9 +363,12 @@ def parse_crops(model: SCHPNet, crops_rgb: list[np.ndarray], input_size: tuple[i
         for crop, affine, crop_logits in zip(chunk, affines, logits):
             height, width = crop.shape[:2]
             inverse = cv2.invertAffineTransform(affine)
+            # SCHP's transform maps the pixel range [0, w-1] onto [0, input w], so the crop's
+            # last row / column samples just past the input's edge: replicate the edge logits
+            # there (SCHP pads with 0 and so tends to lose that row / column)
             back = np.stack([cv2.warpAffine(np.ascontiguousarray(crop_logits[:, :, c]), inverse,
                                             (width, height), flags=cv2.INTER_LINEAR,
-                                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                                            borderMode=cv2.BORDER_REPLICATE)
                              for c in range(crop_logits.shape[2])], axis=0)
             probabilities = torch.from_numpy(back).softmax(dim=0)
             foreground = (back.argmax(axis=0) != 0)
