@@ -10,6 +10,13 @@ labelled ``extrapolated_full``, an estimate for the full preset. The estimate is
 number of images for everything except CUHK-SYSU's TestG{50..4000}.mat files, whose size and
 writing time grow with queries x gallery entries; those are scaled by that product instead.
 The full run itself (``full_run_command``) was not measured by this script.
+
+    .venv/bin/python benchmarks/synth_full.py --testg-probe 290
+
+measures instead the step that does not scale with the images: building and writing
+CUHK-SYSU TestG50 + TestG4000 for N queries over a full-size 6,978-image pool (fake records,
+no images), with seconds, gallery entries, microseconds per entry and peak RSS, and the same
+figures extrapolated (labelled) to the full 2,900 queries x 7,650 entries of TestG50..4000.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from personsearch.data.cuhk_sysu import GALLERY_SIZES
+from personsearch.data.cuhk_sysu import GALLERY_SIZES, protocol_path
 from personsearch.data.synth import generate_dataset
 from personsearch.data.synth.like import like_arguments
 from personsearch.data.synth.output import cuhk_gallery_sizes
@@ -48,15 +55,93 @@ def _bytes(root: Path) -> dict[str, int]:
     return parts
 
 
+def testg_probe(queries: int, seed: int = 0) -> dict:
+    """Build and write TestG50 and TestG4000 for ``queries`` query identities over a fake
+    6,978-image pool (each query identity in 3 images, 6 boxes per image)."""
+    import numpy as np
+
+    from personsearch.data import writers
+    from personsearch.data.records import SceneRecord
+    from personsearch.data.synth.like import CUHK_TEST_IMAGES
+
+    rng = np.random.default_rng(seed)
+    pool_ids = [[-1] * 6 for _ in range(CUHK_TEST_IMAGES)]
+    picks = []
+    for pid in range(queries):
+        images = rng.choice(CUHK_TEST_IMAGES, size=3, replace=False)
+        for image in images:
+            slot = pool_ids[image].index(-1) if -1 in pool_ids[image] else None
+            if slot is None:
+                pool_ids[image].append(pid)
+                slot = len(pool_ids[image]) - 1
+            else:
+                pool_ids[image][slot] = pid
+        picks.append((int(images[0]), pool_ids[int(images[0])].index(pid)))
+    boxes = np.array([[10 + 40 * k, 20, 40 + 40 * k, 110] for k in range(8)], np.float32)
+    pool = [SceneRecord(image_path="", image_name=f"s{i + 1}.jpg", width=800, height=600,
+                        boxes=boxes[:len(ids)], person_ids=np.array(ids), image_index=i)
+            for i, ids in enumerate(pool_ids)]
+    train = [SceneRecord(image_path="", image_name="s0.jpg", width=800, height=600,
+                         boxes=boxes[:1], person_ids=np.array([0]))]
+    clock = {}
+    wall, cpu = time.perf_counter(), time.process_time()
+    protocols = {size: writers.build_cuhk_protocol(pool, picks, size, seed=seed)
+                 for size in (50, 4000)}
+    clock["build_testg50_and_4000"] = (time.perf_counter() - wall, time.process_time() - cpu)
+    with tempfile.TemporaryDirectory(prefix="testg_probe_") as scratch:
+        wall, cpu = time.perf_counter(), time.process_time()
+        # Images.mat (pool only), pool.mat, Train.mat, TestG50.
+        writers.write_cuhk_sysu(scratch, train, pool, {50: protocols[50]})
+        clock["write_images_pool_train_testg50"] = (time.perf_counter() - wall,
+                                                    time.process_time() - cpu)
+        wall, cpu = time.perf_counter(), time.process_time()
+        path, var = protocol_path(scratch, 4000)
+        writers._savemat(path, {var: writers._protocol_struct(protocols[4000])})
+        clock["write_testg4000"] = (time.perf_counter() - wall, time.process_time() - cpu)
+        testg4000_bytes = path.stat().st_size
+    entries = queries * 4000
+    full_entries = 2900 * sum(GALLERY_SIZES)
+    build_cpu = clock["build_testg50_and_4000"][1] / (queries * 4050)
+    write_cpu = clock["write_testg4000"][1] / entries
+    return {
+        "testg_probe": {"queries": queries, "pool_images": CUHK_TEST_IMAGES,
+                        "testg4000_entries": entries},
+        "measured": {
+            **{f"{name}_seconds_wall": round(w, 1) for name, (w, c) in clock.items()},
+            **{f"{name}_seconds_cpu": round(c, 1) for name, (w, c) in clock.items()},
+            "build_cpu_us_per_entry": round(build_cpu * 1e6, 1),
+            "write_cpu_us_per_entry": round(write_cpu * 1e6, 1),
+            "testg4000_bytes": testg4000_bytes,
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        },
+        "extrapolated_full": {
+            "note": "ESTIMATE, not measured: 2,900 queries x 7,650 entries (TestG50..4000) at "
+                    "the measured CPU seconds and bytes per TestG4000 entry; one idle core",
+            "entries": full_entries,
+            "cpu_seconds_build_and_write": round((build_cpu + write_cpu) * full_entries),
+            "testg_bytes": round(testg4000_bytes / entries * full_entries),
+        },
+        "loadavg_1min_at_end": round(os.getloadavg()[0], 2),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--like", required=True, choices=("prw-full", "cuhk-sysu-full"))
+    parser.add_argument("--like", choices=("prw-full", "cuhk-sysu-full"))
+    parser.add_argument("--testg-probe", type=int, default=None, metavar="QUERIES",
+                        help="only measure CUHK-SYSU TestG building/writing at full pool size")
     parser.add_argument("--fraction", type=float, default=0.05,
                         help="share of the preset's images to generate (default 1/20)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="folder to keep the dataset in (new/empty)")
     args = parser.parse_args(argv)
+    if args.testg_probe is not None:
+        json.dump(testg_probe(args.testg_probe, args.seed), sys.stdout, indent=1)
+        print()
+        return 0
+    if args.like is None:
+        parser.error("give --like or --testg-probe")
 
     full = like_arguments(args.like)
     frames = max(4, round(full["frames"] * args.fraction))
@@ -118,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds_images": round(est_images),
         "seconds_annotations": round(est_annotations),
         "seconds": round(est_images + est_annotations),
+        "cpu_seconds_all_processes_if_linear": round(cpu * scale),
         "bytes": est_bytes,
         "boxes": {k: round(v * scale) for k, v in counts["boxes"].items()},
     }
