@@ -131,11 +131,16 @@ def test_cuhk_like_on_disk(cuhk_like):
 def test_explicit_flags_win_over_the_preset(tmp_path, capsys):
     out = tmp_path / "fixed"
     _synth(out, "--like", "cuhk-sysu-full", "--frames", "8", "--width", "160", "--height",
-           "120")
+           "120", "--gallery-sizes", "50")
     sizes = {Image.open(p).size for p in (out / "Image" / "SSM").glob("*.jpg")}
     assert sizes == {(160, 120)}
+    assert not (out / "annotation" / "test" / "train_test" / "TestG100.mat").exists()
     with pytest.raises(SystemExit, match="writes the cuhk-sysu format, not prw"):
         main(["data", "synth", str(tmp_path / "x"), "--like", "cuhk-sysu-full",
               "--format", "prw"])
+    # A bad gallery-size list is a one-line error (exit 2), no dataset written.
+    assert main(["data", "synth", str(tmp_path / "z"), "--like", "cuhk-sysu-full", "--frames",
+                 "8", "--gallery-sizes", "100,500"]) == 2
+    assert "cuhk_gallery_sizes must include 50" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="give --format and --frames, or --like"):
         main(["data", "synth", str(tmp_path / "y"), "--format", "prw"])

@@ -6,6 +6,7 @@
     personsearch data synth OUT --format prw|cuhk-sysu --frames N --seed S
                             [--width W --height H] [--difficulty easy|normal|hard]
     personsearch data synth OUT --like prw-full|cuhk-sysu-full [--frames N] [--image-scale S]
+                            [--workers N] [--gallery-sizes 50,100]
         the real benchmark's counts and image sizes (docs/synthetic_data.md); --frames scales
         it down keeping the proportions, any explicit flag wins over the preset.
     personsearch data masks ROOT --format prw|cuhk-sysu|coco [--method grabcut|box|schp]
@@ -42,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="--like only: multiply every image size (e.g. 0.25 for a quick run)")
     synth.add_argument("--workers", type=int, default=None,
                        help="rendering processes (default: every CPU)")
+    synth.add_argument("--gallery-sizes", default=None, metavar="50,100,...",
+                       help="cuhk-sysu: only these TestG{N}.mat files (must include 50; default "
+                            "every size the pool can fill)")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--width", type=int, default=None,
                        help="image width (px); with --like cuhk-sysu-full a fixed size")
@@ -104,6 +108,14 @@ def _synth(args: argparse.Namespace) -> int:
             kwargs.pop("image_sizes", None)  # an explicit size: every image that size
     kwargs.update(seed=args.seed, difficulty=args.difficulty, progress=True,
                   workers=args.workers)
+    if args.gallery_sizes is not None:
+        if kwargs["fmt"] != "cuhk-sysu":
+            raise SystemExit("personsearch data synth: --gallery-sizes is for cuhk-sysu")
+        try:
+            kwargs["cuhk_gallery_sizes"] = tuple(int(v) for v in args.gallery_sizes.split(","))
+        except ValueError:
+            raise SystemExit(f"personsearch data synth: --gallery-sizes: expected numbers "
+                             f"separated by commas, got {args.gallery_sizes!r}") from None
     if args.width is not None:
         kwargs["width"] = args.width
     if args.height is not None:

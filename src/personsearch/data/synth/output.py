@@ -38,12 +38,14 @@ def frame_record(root: Path, plan: ScenePlan, frame: FramePlan, index: int) -> S
         camera_id=frame.camera if plan.settings.fmt == "prw" else 0, image_index=index)
 
 
-def cuhk_gallery_sizes(pool_size: int) -> list[int]:
+def cuhk_gallery_sizes(pool_size: int, wanted: tuple[int, ...] | None = None) -> list[int]:
     """TestG sizes written for a pool of ``pool_size`` images: 50 and 100 always (capped at
     pool_size - 1 images when the pool is smaller), larger sizes only when the pool can fill
     them (a larger file would repeat "every other pool image", which is the full-set protocol,
-    gallery_size -1, and scipy needs ~70 us per gallery entry to write it)."""
-    return [size for size in GALLERY_SIZES if size <= 100 or size < pool_size]
+    gallery_size -1, and scipy needs ~70-300 us of CPU per gallery entry to write it).
+    ``wanted`` (settings.cuhk_gallery_sizes): only these of them."""
+    sizes = [size for size in GALLERY_SIZES if size <= 100 or size < pool_size]
+    return sizes if wanted is None else [size for size in sizes if size in wanted]
 
 
 def _normalise_mat_headers(root: Path) -> None:
@@ -79,7 +81,7 @@ def write_annotations(root: Path, plan: ScenePlan) -> int:
         protocols = {
             size: writers.build_cuhk_protocol(test, picks, size, seed=plan.settings.seed,
                                               allow_smaller=True)
-            for size in cuhk_gallery_sizes(len(test))
+            for size in cuhk_gallery_sizes(len(test), plan.settings.cuhk_gallery_sizes)
         }
         writers.write_cuhk_sysu(root, train, test, protocols)
     _normalise_mat_headers(root)

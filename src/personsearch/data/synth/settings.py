@@ -66,6 +66,9 @@ class SynthSettings:
     # image's size is drawn from these weights (CUHK-SYSU's photos vary in size); width x height
     # is then only the nominal size the px settings (min_height, max_height) refer to.
     image_sizes: tuple[tuple[int, int, float], ...] | None = None
+    # CUHK-SYSU: which TestG{N}.mat files to write (must include 50). None: every size the
+    # pool can fill (50 and 100 always). At full size TestG500..4000 dominate generation time.
+    cuhk_gallery_sizes: tuple[int, ...] | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -176,6 +179,19 @@ def make_settings(
                 f"synthetic data: image_sizes need sizes >= 64x64 and weights > 0, got {sizes!r}"
             )
         values["image_sizes"] = sizes
+    gallery_sizes = values.get("cuhk_gallery_sizes")
+    if gallery_sizes is not None:
+        allowed = (50, 100, 500, 1000, 2000, 4000)
+        try:
+            gallery_sizes = tuple(sorted({int(size) for size in gallery_sizes}))
+        except (TypeError, ValueError):
+            gallery_sizes = ()
+        if 50 not in gallery_sizes or not set(gallery_sizes) <= set(allowed):
+            raise ConfigError(
+                f"synthetic data: cuhk_gallery_sizes must include 50 and be among {allowed}, "
+                f"got {values['cuhk_gallery_sizes']!r}"
+            )
+        values["cuhk_gallery_sizes"] = gallery_sizes
     if fmt == "cuhk-sysu":
         # CUHK-SYSU photos come from many places; "cameras" become scene backgrounds. Most of
         # its boxes carry no identity (approximation: ~2.8 labeled boxes for each of 8,432 ids
