@@ -144,3 +144,16 @@ def test_explicit_flags_win_over_the_preset(tmp_path, capsys):
     assert "cuhk_gallery_sizes must include 50" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="give --format and --frames, or --like"):
         main(["data", "synth", str(tmp_path / "y"), "--format", "prw"])
+
+
+def test_bad_image_sizes_and_gallery_sizes_raise_config_errors():
+    from personsearch.data.synth import make_settings
+
+    with pytest.raises(ConfigError, match="image_sizes must be"):
+        make_settings("cuhk-sysu", 10, image_sizes=[(640, 480)])
+    with pytest.raises(ConfigError, match="image_sizes need sizes >= 64x64"):
+        make_settings("cuhk-sysu", 10, image_sizes=[(640, 48, 1.0)])
+    with pytest.raises(ConfigError, match="cuhk_gallery_sizes must include 50"):
+        make_settings("cuhk-sysu", 10, cuhk_gallery_sizes=(50, 75))
+    settings = make_settings("cuhk-sysu", 10, cuhk_gallery_sizes=[100, 50, 50])
+    assert settings.cuhk_gallery_sizes == (50, 100)

@@ -172,7 +172,8 @@ def make_settings(
             sizes = tuple((int(w), int(h), float(weight)) for w, h, weight in sizes)
         except (TypeError, ValueError):
             raise ConfigError(
-                f"synthetic data: image_sizes must be (width, height, weight) triples, got {sizes!r}"
+                "synthetic data: image_sizes must be (width, height, weight) triples, "
+                f"got {sizes!r}"
             ) from None
         if not sizes or any(w < 64 or h < 64 or weight <= 0 for w, h, weight in sizes):
             raise ConfigError(
