@@ -128,7 +128,8 @@ def evaluate_checkpoints(args) -> None:
     name = args.evaluate_checkpoint
     stem = Path(name).stem
     epochs_done = int(stem.split("_")[-1]) if stem.startswith("epoch_") else None
-    results = {}
+    results_file = out / f"results_{stem}.json"  # rows evaluated by earlier calls are kept
+    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
     for row in [r.strip() for r in args.rows.split(",") if r.strip()]:
         checkpoint = out / row / "checkpoints" / name
         if not checkpoint.is_file():
@@ -147,7 +148,8 @@ def evaluate_checkpoints(args) -> None:
             results[row]["mask"] = trained[row]["mask"]
         print(f"[mask_ablation] {row} ({name}): mAP {100 * results[row]['metrics']['mAP']:.2f} "
               f"top-1 {100 * results[row]['metrics']['top1']:.2f}", file=sys.stderr, flush=True)
-    (out / f"results_{stem}.json").write_text(json.dumps(results, indent=1))
+    results = {r: results[r] for r in ROWS if r in results}  # table order
+    results_file.write_text(json.dumps(results, indent=1))
     table = format_table(results)
     (out / f"table_{stem}.md").write_text(table + "\n")
     print(table, file=sys.stderr)
