@@ -135,6 +135,8 @@ def evaluate_checkpoints(args) -> None:
         if not checkpoint.is_file():
             print(f"[mask_ablation] {row}: no {checkpoint} yet", file=sys.stderr, flush=True)
             continue
+        if results.get(row, {}).get("checkpoint") == str(checkpoint):
+            continue  # evaluated by an earlier call
         cfg = load_config(str(out / row / "config.yaml"), [])  # as the row's run resolved it
         records = [json.loads(line) for line in (out / row / "metrics.jsonl").read_text().splitlines()
                    if line.strip()]
