@@ -12,11 +12,14 @@ writing time grow with queries x gallery entries; those are scaled by that produ
 The full run itself (``full_run_command``) was not measured by this script.
 
     .venv/bin/python benchmarks/synth_full.py --testg-probe 290
+    .venv/bin/python benchmarks/synth_full.py --like prw-full --plan-only
 
 measures instead the step that does not scale with the images: building and writing
 CUHK-SYSU TestG50 + TestG4000 for N queries over a full-size 6,978-image pool (fake records,
 no images), with seconds, gallery entries, microseconds per entry and peak RSS, and the same
 figures extrapolated (labelled) to the full 2,900 queries x 7,650 entries of TestG50..4000.
+``--plan-only`` prints the counts of the full-size preset's plan (every box the full run
+writes) without drawing an image.
 """
 
 from __future__ import annotations
@@ -125,9 +128,42 @@ def testg_probe(queries: int, seed: int = 0) -> dict:
     }
 
 
+def plan_counts(name: str, seed: int = 0) -> dict:
+    """The full-size preset's annotation counts from its plan alone (no pixels are drawn; the
+    plan decides every box, so these are the counts the full run writes)."""
+    from personsearch.data.synth.plan import build_plan
+    from personsearch.data.synth.protocol import cuhk_queries, prw_queries
+    from personsearch.data.synth.settings import make_settings
+
+    args = like_arguments(name)
+    fmt, frames = args.pop("fmt"), args.pop("frames")
+    width, height = args.pop("width"), args.pop("height")
+    cpu = time.process_time()
+    plan = build_plan(make_settings(fmt, frames, seed, width, height, **args))
+    queries = (prw_queries if fmt == "prw" else cuhk_queries)(plan)
+    result = {"like": name, "plan_cpu_seconds": round(time.process_time() - cpu, 1),
+              "queries": len(queries)}
+    for split in ("train", "test"):
+        frames_ = plan.split_frames(split)
+        persons = [p for f in frames_ for p in f.persons]
+        result[split] = {"images": len(frames_), "boxes": len(persons),
+                         "labeled_boxes": sum(p.labeled for p in persons),
+                         "identities": len({p.true_id for p in persons if p.labeled}),
+                         "max_boxes_per_image": max(len(f.persons) for f in frames_)}
+    sizes: dict[str, int] = {}
+    for frame in plan.frames:
+        key = f"{frame.width}x{frame.height}"
+        sizes[key] = sizes.get(key, 0) + 1
+    result["image_sizes"] = sizes
+    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--like", choices=("prw-full", "cuhk-sysu-full"))
+    parser.add_argument("--plan-only", action="store_true",
+                        help="with --like: the full-size plan's counts only (no images)")
     parser.add_argument("--testg-probe", type=int, default=None, metavar="QUERIES",
                         help="only measure CUHK-SYSU TestG building/writing at full pool size")
     parser.add_argument("--fraction", type=float, default=0.05,
@@ -142,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.like is None:
         parser.error("give --like or --testg-probe")
+    if args.plan_only:
+        json.dump(plan_counts(args.like, args.seed), sys.stdout, indent=1)
+        print()
+        return 0
 
     full = like_arguments(args.like)
     frames = max(4, round(full["frames"] * args.fraction))

@@ -116,8 +116,10 @@ def _largest_remainder(total: int, shares: np.ndarray) -> np.ndarray:
 
 
 def _assign_identities(rng, frame_cameras: np.ndarray, capacity: np.ndarray, identities: list[int],
-                       min_appearances: int, max_appearances: int, num_cameras: int):
-    """Fill each frame's labeled capacity with identities walking in tracks.
+                       min_appearances: int, max_appearances: int, num_cameras: int,
+                       extra_cameras: int = 0):
+    """Fill each frame's labeled capacity with identities walking in tracks; each identity
+    walks through PRW's number of cameras plus ``extra_cameras`` (capped).
 
     Returns per frame a list of identities (no identity twice in a frame)."""
     n_frames = len(frame_cameras)
@@ -132,6 +134,8 @@ def _assign_identities(rng, frame_cameras: np.ndarray, capacity: np.ndarray, ide
     remaining = capacity.copy()
     members: list[list[int]] = [[] for _ in range(n_frames)]
     n_cams = prw_stats.sample_cameras_per_id(rng, len(identities), num_cameras)
+    if extra_cameras:
+        n_cams = np.minimum(n_cams + extra_cameras, num_cameras)
     for order in np.argsort(-counts, kind="stable"):
         identity, count = identities[order], int(counts[order])
         k = int(min(n_cams[order], len(cameras_present), count))
@@ -326,7 +330,8 @@ def build_plan(settings: SynthSettings) -> ScenePlan:
         next_id += n_ids
         split_ids[split] = identities
         members = _assign_identities(rng, frame_cameras, labeled_capacity, identities,
-                                     min_appearances, max_appearances, num_cameras)
+                                     min_appearances, max_appearances, num_cameras,
+                                     settings.extra_cameras_test if split == "test" else 0)
         quantiles = _height_quantiles(rng, members, frame_cameras, frame_times)
         for local, position in enumerate(positions):
             people = [(identity, True, quantiles[(local, identity)]) for identity in members[local]]

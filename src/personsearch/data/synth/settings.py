@@ -38,6 +38,9 @@ class SynthSettings:
     labeled_fraction_train: float = prw_stats.PRW_LABELED_FRACTION["train"]
     labeled_fraction_test: float = prw_stats.PRW_LABELED_FRACTION["test"]
     query_id_fraction: float = prw_stats.PRW_TEST_QUERY_IDS / prw_stats.PRW_TEST_IDS
+    # Cameras added to each test identity's PRW camera count (capped at num_cameras): PRW
+    # queries are one per camera of a query identity, 2,057 / 450 = 4.57 per identity.
+    extra_cameras_test: int = 0
     # --- scene content --------------------------------------------------------------------
     num_cameras: int = 6
     persons_per_frame_train: float = prw_stats.PRW_PERSONS_PER_FRAME["train"][0]
@@ -111,6 +114,7 @@ _RANGES = {
     "labeled_fraction_test": (0.05, 1.0),
     "query_id_fraction": (0.01, 1.0),
     "num_cameras": (1, 9),
+    "extra_cameras_test": (0, 8),
     "persons_per_frame_train": (1.0, 40.0),
     "persons_per_frame_test": (1.0, 40.0),
     "max_persons_per_frame": (1, 60),
