@@ -103,7 +103,8 @@ def test_cli_synth_wires_arguments(tmp_path: Path, monkeypatch, capsys) -> None:
                  "--seed", "4", "--width", "320", "--height", "240", "--difficulty", "hard"])
     assert code == 0
     assert calls == [(str(tmp_path), {"fmt": "cuhk-sysu", "frames": 3, "seed": 4,
-                                      "difficulty": "hard", "progress": True, "width": 320,
+                                      "difficulty": "hard", "progress": True, "workers": None,
+                                      "width": 320,
                                       "height": 240})]
     assert "boxes: 7" in capsys.readouterr().out
 

@@ -89,7 +89,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _synth(args: argparse.Namespace) -> int:
     from personsearch.data.synth import generate_dataset
-    from personsearch.data.synth.like import like_arguments
 
     if args.frames is not None and args.frames <= 0:
         raise SystemExit("personsearch data synth: --frames must be positive")
@@ -100,6 +99,8 @@ def _synth(args: argparse.Namespace) -> int:
             raise SystemExit("personsearch data synth: --image-scale needs --like")
         kwargs = {"fmt": args.fmt, "frames": args.frames}
     else:
+        from personsearch.data.synth.like import like_arguments
+
         kwargs = like_arguments(args.like, frames=args.frames, image_scale=args.image_scale)
         if args.fmt is not None and args.fmt != kwargs["fmt"]:
             raise SystemExit(f"personsearch data synth: --like {args.like} writes the "
