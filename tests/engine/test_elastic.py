@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -58,16 +59,20 @@ def run_two_nodes(config: Path, out: Path, kill_iteration: int | None = None) ->
                "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", out.name,
                "--max-restarts", "1", "--monitor-interval", "0.5",
                str(WORKER), "train", str(config), "--out", str(out)]
+    # each agent in its own process group, so that a failed or timed-out run takes its workers
+    # down with it instead of leaving them running
     nodes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) for _ in range(2)]
+                              text=True, start_new_session=True) for _ in range(2)]
     outputs = []
     try:
         for node in nodes:
             outputs.append(node.communicate(timeout=400)[0])
     finally:
         for node in nodes:
-            if node.poll() is None:
-                node.kill()
+            try:
+                os.killpg(node.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     for node, output in zip(nodes, outputs):
         assert node.returncode == 0, output[-4000:]
 
