@@ -41,12 +41,12 @@ from personsearch.models.roi_heads import (
     _person_boxes,
     batch_index,
     boxes_to_rois,
+    embed_given_boxes,
     rois_slots,
     sample_rois,
+    select_detections,
 )
 from personsearch.models.sampling import BalancedSampler, Matcher
-from personsearch.ops.boxes import remove_small_boxes
-from personsearch.ops.nms import nms
 
 
 class CGPSEmbedding(nn.Module):
@@ -116,11 +116,8 @@ class CGPSRoIHeads(nn.Module):
         return self.embedding(feat_res4, feat_res5), person_logits, feat_res5
 
     def embed_boxes(self, features: Tensor, boxes_list: list[Tensor]) -> list[Tensor]:
-        counts = [int(b.shape[0]) for b in boxes_list]
-        if sum(counts) == 0:
-            return [torch.zeros(0, self.embedding.dim, device=features.device) for _ in counts]
-        embeddings, _, _ = self.reid_features(self.pooler(features, boxes_list))
-        return list(embeddings.split(counts))
+        """Embeddings [n_i, D] of the given boxes (no sampling, no regression)."""
+        return embed_given_boxes(self, features, boxes_list)
 
     def forward(
         self,
@@ -162,8 +159,7 @@ class CGPSRoIHeads(nn.Module):
         for props, reg, scores, emb, size in zip(proposals, box_regression.split(counts), person_scores.split(counts),
                                                  embeddings.split(counts), image_sizes):
             boxes = _person_boxes(reg, props, tuple(size))
-            keep = torch.nonzero(scores > self.score_thresh).flatten()
-            keep = keep[remove_small_boxes(boxes[keep], self.min_box_size)]
-            keep = keep[nms(boxes[keep], scores[keep], self.nms_thresh)][: self.detections_per_image]
+            keep = select_detections(boxes, scores, self.score_thresh, self.min_box_size,
+                                     self.nms_thresh, self.detections_per_image)
             detections.append(Detections(boxes[keep], scores[keep], emb[keep].float()))
         return detections

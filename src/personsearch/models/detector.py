@@ -251,39 +251,34 @@ def build_model(
     )
     pooler = RoIPooler(roi_pooling, res4_channels, roi_output_size, roi_sampling_ratio, spatial_scale=1.0 / stride,
                        aligned=roi_aligned)
-    if roi_head == "cgps":
-        cgps_heads = CGPSRoIHeads(
-            pooler=pooler,
-            head=ResHead(parts.make_head()),
-            box_predictor=FastRCNNPredictor(res5_channels),
-            embedding=CGPSEmbedding(res4_channels, res5_channels, embedding_dim),
-            fg_iou_thresh=roi_fg_iou_thresh,
-            bg_iou_thresh=roi_bg_iou_thresh,
-            batch_size_per_image=roi_batch_size_per_image,
-            positive_fraction=roi_positive_fraction,
-            score_thresh=box_score_thresh,
-            nms_thresh=box_nms_thresh,
-            detections_per_image=detections_per_image,
-            box_loss=roi_box_loss,
-        )
-        return PersonSearchModel(parts.body, rpn, cgps_heads)
-    box_head = ResHead(parts.make_head())
-    reid_head = ResHead(parts.make_head()) if separate_box_head else box_head
-    roi_heads = SequentialRoIHeads(
+    # what both RoI heads take: sampling, inference filtering, box loss
+    head_settings = dict(
         pooler=pooler,
-        box_head=box_head,
         box_predictor=FastRCNNPredictor(res5_channels),
-        reid_head=reid_head,
-        reid_regressor=BNNeckBoxRegressor(res5_channels),
-        embedding=NormAwareEmbedding(res4_channels, res5_channels, embedding_dim),
         fg_iou_thresh=roi_fg_iou_thresh,
         bg_iou_thresh=roi_bg_iou_thresh,
         batch_size_per_image=roi_batch_size_per_image,
         positive_fraction=roi_positive_fraction,
         score_thresh=box_score_thresh,
         nms_thresh=box_nms_thresh,
-        reid_nms_thresh=reid_nms_thresh,
         detections_per_image=detections_per_image,
         box_loss=roi_box_loss,
+    )
+    if roi_head == "cgps":
+        cgps_heads = CGPSRoIHeads(
+            head=ResHead(parts.make_head()),
+            embedding=CGPSEmbedding(res4_channels, res5_channels, embedding_dim),
+            **head_settings,
+        )
+        return PersonSearchModel(parts.body, rpn, cgps_heads)
+    box_head = ResHead(parts.make_head())
+    reid_head = ResHead(parts.make_head()) if separate_box_head else box_head
+    roi_heads = SequentialRoIHeads(
+        box_head=box_head,
+        reid_head=reid_head,
+        reid_regressor=BNNeckBoxRegressor(res5_channels),
+        embedding=NormAwareEmbedding(res4_channels, res5_channels, embedding_dim),
+        reid_nms_thresh=reid_nms_thresh,
+        **head_settings,
     )
     return PersonSearchModel(parts.body, rpn, roi_heads)

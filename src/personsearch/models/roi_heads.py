@@ -186,6 +186,26 @@ def rois_slots(matched_list: list[Tensor], gt_slots_list: list[Tensor]) -> Tenso
     )
 
 
+def select_detections(boxes: Tensor, scores: Tensor, score_thresh: float, min_box_size: float,
+                      nms_thresh: float, max_detections: int) -> Tensor:
+    """Indices kept: score > score_thresh, not tiny, NMS at nms_thresh, at most max_detections
+    (shared by the SeqNet and CGPS heads)."""
+    keep = torch.nonzero(scores > score_thresh).flatten()
+    keep = keep[remove_small_boxes(boxes[keep], min_box_size)]
+    keep = keep[nms(boxes[keep], scores[keep], nms_thresh)]
+    return keep[:max_detections]
+
+
+def embed_given_boxes(heads: nn.Module, features: Tensor, boxes_list: list[Tensor]) -> list[Tensor]:
+    """Embeddings [n_i, D] of the given boxes (no sampling, no regression) through ``heads``'
+    pooler and ``reid_features`` (shared by the SeqNet and CGPS heads)."""
+    counts = [int(b.shape[0]) for b in boxes_list]
+    if sum(counts) == 0:
+        return [torch.zeros(0, heads.embedding.dim, device=features.device) for _ in counts]
+    embeddings, _, _ = heads.reid_features(heads.pooler(features, boxes_list))
+    return list(embeddings.split(counts))
+
+
 def batch_index(boxes_list: list[Tensor], device: torch.device) -> Tensor:
     """[sum n_i]: the image index of every box."""
     return torch.cat([torch.full((b.shape[0],), i, dtype=torch.int64, device=device) for i, b in enumerate(boxes_list)])
@@ -241,11 +261,7 @@ class SequentialRoIHeads(nn.Module):
 
     def embed_boxes(self, features: Tensor, boxes_list: list[Tensor]) -> list[Tensor]:
         """Embeddings [n_i, D] of the given boxes (no sampling, no regression)."""
-        counts = [int(b.shape[0]) for b in boxes_list]
-        if sum(counts) == 0:
-            return [torch.zeros(0, self.embedding.dim, device=features.device) for _ in counts]
-        embeddings, _, _ = self.reid_features(self.pooler(features, boxes_list))
-        return list(embeddings.split(counts))
+        return embed_given_boxes(self, features, boxes_list)
 
     # ------------------------------------------------------------------ training
     def forward(
@@ -302,10 +318,8 @@ class SequentialRoIHeads(nn.Module):
     # ------------------------------------------------------------------ inference
     def _postprocess(self, boxes: Tensor, scores: Tensor, nms_thresh: float) -> Tensor:
         """Indices kept: score > thresh, not tiny, NMS, at most detections_per_image."""
-        keep = torch.nonzero(scores > self.score_thresh).flatten()
-        keep = keep[remove_small_boxes(boxes[keep], self.min_box_size)]
-        keep = keep[nms(boxes[keep], scores[keep], nms_thresh)]
-        return keep[: self.detections_per_image]
+        return select_detections(boxes, scores, self.score_thresh, self.min_box_size, nms_thresh,
+                                 self.detections_per_image)
 
     @torch.no_grad()
     def detect(self, features: Tensor, proposals: list[Tensor], image_sizes: list[tuple[int, int]]) -> list[Detections]:
