@@ -11,17 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from engine_toys import ToyMethod, ToyModel  # noqa: E402
+from engine_toys import install_toys  # noqa: E402
 
-import personsearch.models  # noqa: E402
 from personsearch.cli.main import main  # noqa: E402
 from personsearch.data.synth.generate import generate_dataset  # noqa: E402
 from personsearch.engine.checkpoint import load_checkpoint  # noqa: E402
-from personsearch.methods import base  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +32,7 @@ def datasets(tmp_path_factory):
 
 @pytest.fixture
 def toys(monkeypatch):
-    def build_toy(**kwargs):
-        torch.manual_seed(0)
-        return ToyModel()
-
-    monkeypatch.setattr(personsearch.models, "build_model", build_toy, raising=False)
-    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
-    base.register_method("toy", ToyMethod)
+    install_toys(monkeypatch.setattr)
 
 
 def write_config(folder, root):

@@ -18,23 +18,15 @@ from pathlib import Path
 
 import torch
 
-from engine_toys import ToyMethod, ToyModel
+from engine_toys import install_toys
 
-import personsearch.models
 from personsearch.cli.main import main
 from personsearch.engine.distributed import unwrap_model
 from personsearch.engine.trainer import Trainer
-from personsearch.methods import base
-
-
-def build_toy(**kwargs):
-    torch.manual_seed(0)
-    return ToyModel()
 
 
 def install() -> None:
-    personsearch.models.build_model = build_toy
-    base.register_method("toy", ToyMethod)
+    install_toys(setattr)
     kill_rank = int(os.environ.get("ELASTIC_TEST_KILL_RANK", "-1"))
     kill_iteration = int(os.environ.get("ELASTIC_TEST_KILL_ITERATION", "-1"))
     first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"

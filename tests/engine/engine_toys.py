@@ -140,6 +140,23 @@ class ToyMethod(Method):
         self.calls = int(state["calls"])
 
 
+def build_toy(**kwargs) -> ToyModel:
+    """Stands in for ``personsearch.models.build_model`` (same seeded weights every call)."""
+    torch.manual_seed(0)
+    return ToyModel()
+
+
+def install_toys(setattr) -> None:
+    """Make ``personsearch train`` build the toy model and know the "toy" method. ``setattr``:
+    pytest's ``monkeypatch.setattr`` (undone after the test) or the builtin (a worker process)."""
+    import personsearch.models
+    from personsearch.methods import base
+
+    setattr(personsearch.models, "build_model", build_toy)
+    setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    base.register_method("toy", ToyMethod)
+
+
 def solver(**overrides) -> SolverConfig:
     base = dict(lr=0.05, warmup_iters=3, warmup_factor=0.1, lr_steps=(1,), epochs=3,
                 clip_grad_norm=5.0)
