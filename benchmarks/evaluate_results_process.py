@@ -146,6 +146,17 @@ def write_results(path: Path, gallery_names: list[str], num_queries: int,
     write_results_file(path, gallery_names, dets, feats, query_feats)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (as lscpu shows it), or the machine type where it cannot be read."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def time_process(arguments: list[str], cache: Path) -> float:
     environment = dict(os.environ, PERSONSEARCH_CACHE_DIR=str(cache))
     start = time.perf_counter()
@@ -172,7 +183,7 @@ def main() -> None:
     write_results(work / "cuhk_results.npz", cuhk_gallery, 2900, rng)
     write_results(work / "prw_results.npz", prw_gallery, 2057, rng)
     out: dict = {"setup_s": time.perf_counter() - start, "work": str(work),
-                 "cpu": platform.processor() or platform.machine(),
+                 "cpu": cpu_model(), "cores": os.cpu_count(),
                  "load_average_1min_at_start": os.getloadavg()[0]}
     runs = {
         "cuhk_gallery100": ["--dataset", "cuhk-sysu", "--root", str(work / "cuhk"),
