@@ -23,24 +23,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "best-overlapping detection")
     parser.add_argument("--use-gt-boxes", action="store_true",
                         help="gallery = GT boxes with the model's features (re-id upper bound)")
-    parser.add_argument("--det-thresh", type=float, default=0.5)
+    parser.add_argument("--det-thresh", type=float, default=0.5,
+                        help="search keeps gallery detections scoring >= this (default 0.5)")
     parser.add_argument("--min-size", type=int, default=None,
                         help="test resize short side (default: the checkpoint config's eval.min_size)")
     parser.add_argument("--max-size", type=int, default=None,
                         help="test resize long side (default: the checkpoint config's eval.max_size)")
     parser.add_argument("--bf16", action="store_true",
-                        help="bf16 autocast on top of the default path (float32 by default: "
-                             "bf16 is not faster on CPUs without AMX; see "
-                             "benchmarks/inference_speed.py for the speed and mAP change)")
+                        help="bf16 autocast on top of the default path (which is float32); results "
+                             "change by bf16 rounding")
     parser.add_argument("--reference-path", action="store_true",
                         help="run the model as trained (BatchNorm layers, contiguous tensors) "
                              "instead of the default BN-folded channels_last model; results "
-                             "differ only by float rounding, the default is 1.2-1.4x faster on "
-                             "CPU (benchmarks/inference_speed.py)")
+                             "differ only by float rounding")
     parser.add_argument("--test-proposals", type=int, default=None,
                         help="RPN proposals kept per test image (default: the checkpoint's, "
-                             "SeqNet 300); fewer is faster and may miss persons in crowded "
-                             "scenes (benchmarks/inference_speed.py)")
+                             "SeqNet 300); fewer means less work per image and may miss persons "
+                             "in crowded scenes")
     parser.add_argument("--fusion", choices=["auto", "on", "off"], default="auto",
                         help="DICL: average each detection's feature with its crop-branch "
                              "feature (auto = as the checkpoint's method was trained)")
@@ -55,8 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from personsearch.engine.checkpoint import load_model
     from personsearch.errors import ConfigError
     from personsearch.evaluation.evaluators import check_protocol_options
-    from personsearch.evaluation.inference import evaluate_model
-    from personsearch.methods.extractors import feature_extractors
+    from personsearch.evaluation.inference import evaluate_model, method_feature_extractors
 
     from personsearch.models.inference import prepare_for_inference, set_test_proposals
 
@@ -75,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     eval_cfg = (info.get("config") or {}).get("eval", {})
     min_size = args.min_size or int(eval_cfg.get("min_size", 900))
     max_size = args.max_size or int(eval_cfg.get("max_size", 1500))
-    extractors = feature_extractors(info, args.fusion)
+    extractors = method_feature_extractors(info, args.fusion)
     metrics = evaluate_model(
         model, fmt=args.dataset, root=args.root, gallery_size=args.gallery_size,
         det_thresh=args.det_thresh, min_size=min_size, max_size=max_size, device=args.device,

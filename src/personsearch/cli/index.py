@@ -1,12 +1,16 @@
 """``personsearch index``: build or inspect a persistent gallery index.
 
-    personsearch index build CHECKPOINT IMAGES_DIR --out INDEX [--index-type flat|ivf|hnsw]
+    personsearch index build CHECKPOINT FOLDER --out INDEX [--index-type flat|ivf|hnsw]
+                             [--every SECONDS | --keyframes]
                              [--batch-size B] [--min-score S] [--min-size N --max-size N]
                              [--nlist N --nprobe N | --hnsw-m M --ef-construction N --ef-search N]
     personsearch index info INDEX [--json]
 
-Re-running ``build`` on an existing index adds new or changed images (sha256) and removes deleted
-ones; an interrupted build resumes where it stopped. See docs/search.md.
+FOLDER holds images and video files (mp4, mkv, avi, mov; decoded with PyAV, one frame every
+``--every`` seconds, default 1, or every keyframe with ``--keyframes``). Re-running ``build`` on an
+existing index adds new or changed files (sha256; a video also when its sampling changed) and
+removes deleted ones; an interrupted build resumes where it stopped, inside a video too. An
+unreadable video is reported by name and the build goes on. See docs/search.md.
 """
 
 from __future__ import annotations
@@ -20,9 +24,13 @@ from personsearch.cli import finite_float
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="index_command", metavar="ACTION")
     actions.required = True
-    build = actions.add_parser("build", help="detect every person in a folder of images and index them")
+    build = actions.add_parser("build", help="detect every person in a folder of images and videos and index them")
     build.add_argument("checkpoint", help="trained model checkpoint (.pt)")
-    build.add_argument("images", help="folder of scene images (searched recursively)")
+    build.add_argument("images", help="folder of scene images and video files (searched recursively)")
+    sampling = build.add_mutually_exclusive_group()
+    sampling.add_argument("--every", type=finite_float, default=None, metavar="SECONDS",
+                          help="index one video frame every SECONDS (default 1)")
+    sampling.add_argument("--keyframes", action="store_true", help="index every keyframe of each video instead")
     build.add_argument("--out", required=True, help="index folder (created, or updated when it exists)")
     build.add_argument("--index-type", choices=("flat", "ivf", "hnsw"), default=None,
                        help="faiss index: flat = exact (default for a new index), ivf / hnsw = approximate")
@@ -38,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--ef-search", type=int, default=None, help="HNSW search breadth (default 128)")
     build.add_argument("--test-proposals", type=int, default=None,
                        help="RPN proposals per image (default: the checkpoint's, SeqNet 300); "
-                            "fewer is faster, see benchmarks/inference_speed.py")
+                            "fewer means less work per image and may miss persons in crowded scenes")
     build.add_argument("--device", default="cpu")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     info = actions.add_parser("info", help="print counts, model and settings of an index")
@@ -61,11 +69,16 @@ def index_info(path: str) -> dict:
     with GalleryStore.open(path, readonly=True) as store:
         settings = store.settings
         meta = store.meta()
+        videos = store.videos()
         index = store.vector_index(write_cache=False)
         return {
             "index": str(store.root),
-            "images": store.count_images(),
+            "images": store.count_images() - store.count_frames(),
             "unreadable_images": store.count_failed(),
+            "videos": len(videos),
+            "video_frames": store.count_frames(),
+            "unreadable_videos": {path: row.error for path, row in videos.items() if row.error},
+            "unfinished_videos": sorted(path for path, row in videos.items() if not row.complete),
             "persons": store.count_persons(),
             "model_fingerprint": settings.fingerprint,
             "checkpoint": settings.checkpoint,
@@ -97,15 +110,17 @@ def run(args: argparse.Namespace) -> int:
 
     from personsearch.errors import PersonSearchError
     from personsearch.search.build import build_index, load_embedder
+    from personsearch.search.video import Sampling
 
     if args.batch_size < 1:
         raise PersonSearchError(f"--batch-size must be >= 1, got {args.batch_size}")
+    sampling = Sampling(None, keyframes=True) if args.keyframes else Sampling(1.0 if args.every is None else args.every)
     embedder = load_embedder(args.checkpoint, args.min_size, args.max_size, device=args.device,
                              test_proposals=args.test_proposals)
     report = build_index(
         args.out, embedder, args.images,
         checkpoint=embedder.checkpoint, index_type=args.index_type, index_params=_index_params(args),
-        min_score=args.min_score, batch_size=args.batch_size, progress=not args.quiet,
+        min_score=args.min_score, batch_size=args.batch_size, progress=not args.quiet, sampling=sampling,
     )
     print(report.summary())
     print(f"index: {args.out}")
