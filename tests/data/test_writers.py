@@ -78,6 +78,51 @@ def test_build_cuhk_protocol_positives_first_no_query_image() -> None:
         build_cuhk_protocol(CUHK_TEST, [(0, 1)], 3)
 
 
+def _protocol_by_scanning(test, queries, gallery_size, seed):
+    """The protocol's definition written as a scan of every test image per query (the
+    writer indexes the ids instead; both must draw the same galleries)."""
+    rng = np.random.default_rng(seed)
+    protocol = []
+    for image_index, box_index in queries:
+        pid = test[image_index].person_ids[box_index]
+        positives, negatives = [], []
+        for j, record in enumerate(test):
+            if j == image_index:
+                continue
+            hits = np.flatnonzero(np.asarray(record.person_ids) == pid)
+            if hits.size:
+                box = np.asarray(record.boxes, np.float64)[hits[0]]
+                positives.append((record.image_name, [box[0], box[1], box[2] - box[0],
+                                                      box[3] - box[1]]))
+            else:
+                negatives.append((record.image_name, None))
+        wanted = min(gallery_size - len(positives), len(negatives))
+        chosen = sorted(rng.choice(len(negatives), size=wanted, replace=False).tolist())
+        protocol.append(positives + [negatives[k] for k in chosen])
+    return protocol
+
+
+def test_build_cuhk_protocol_draws_what_a_scan_of_every_image_draws() -> None:
+    rng = np.random.default_rng(3)
+    test = []
+    for index in range(40):  # ids 0..14 (repeated inside an image too) and unlabeled boxes
+        count = int(rng.integers(1, 5))
+        x1 = rng.integers(0, 50, count)
+        boxes = np.stack([x1, x1 + 1, x1 + 20, x1 + 60], axis=1)
+        test.append(rec(f"g{index}.jpg", boxes.tolist(), rng.integers(-1, 15, count).tolist()))
+    queries = [(i, int(np.flatnonzero(np.asarray(r.person_ids) >= 0)[0]))
+               for i, r in enumerate(test) if (np.asarray(r.person_ids) >= 0).any()][:12]
+    for gallery_size in (15, 25, 60):
+        got = build_cuhk_protocol(test, queries, gallery_size, seed=5, allow_smaller=True)
+        expected = _protocol_by_scanning(test, queries, gallery_size, seed=5)
+        assert len(got) == len(expected)
+        for query, gallery in zip(got, expected):
+            assert [name for name, _ in query.gallery] == [name for name, _ in gallery]
+            assert [None if box is None else np.asarray(box).tolist() for _, box in query.gallery] \
+                == [None if box is None else np.asarray(box, np.float64).tolist()
+                    for _, box in gallery]
+
+
 def test_cuhk_round_trip_and_seqnet_indexing(tmp_path: Path, fakes) -> None:
     p50 = build_cuhk_protocol(CUHK_TEST, [(0, 0), (2, 0)], 2, seed=0)
     p100 = build_cuhk_protocol(CUHK_TEST, [(0, 0), (2, 0)], 4, seed=0)

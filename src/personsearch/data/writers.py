@@ -138,23 +138,27 @@ def build_cuhk_protocol(test: Sequence[RecordLike], queries: Sequence[tuple[int,
     images, unless ``allow_smaller`` (then the gallery holds every image there is).
     """
     rng = np.random.default_rng(seed)
-    ids_of = [_ids(r) for r in test]
+    # where each id appears: id -> {test image index: its first box of that id}, so that a
+    # query costs O(its positives + gallery size), not a scan of every test image
+    first_box_of: dict[int, dict[int, int]] = {}
+    for j, record in enumerate(test):
+        for box, pid in enumerate(_ids(record).tolist()):
+            if pid >= 0:
+                first_box_of.setdefault(pid, {}).setdefault(j, box)
+    all_images = np.arange(len(test))
     protocol = []
     for number, (image_index, box_index) in enumerate(queries):
         query = test[image_index]
-        pid = ids_of[image_index][box_index]
+        pid = int(_ids(query)[box_index])
         if pid < 0:
             raise ValueError(f"query {number}: box {box_index} of {query.image_name} is "
                              f"unlabeled")
-        positives, negatives = [], []
-        for j, record in enumerate(test):
-            if j == image_index:
-                continue
-            hits = np.flatnonzero(ids_of[j] == pid)
-            if hits.size:
-                positives.append((record.image_name, _xywh(record.boxes)[hits[0]]))
-            else:
-                negatives.append((record.image_name, None))
+        hits = first_box_of[pid]
+        positive_images = sorted(j for j in hits if j != image_index)
+        positives = [(test[j].image_name, _xywh(test[j].boxes)[hits[j]])
+                     for j in positive_images]
+        # negatives: every other image without the id, in record order
+        negatives = np.delete(all_images, positive_images + [image_index])
         wanted = gallery_size - len(positives)
         if wanted > len(negatives) or wanted < 0:
             if not allow_smaller or wanted < 0:
@@ -165,7 +169,8 @@ def build_cuhk_protocol(test: Sequence[RecordLike], queries: Sequence[tuple[int,
         chosen = sorted(rng.choice(len(negatives), size=wanted, replace=False).tolist())
         protocol.append(CuhkQuery(query.image_name,
                                   np.asarray(query.boxes, np.float32).reshape(-1, 4)[box_index],
-                                  positives + [negatives[k] for k in chosen]))
+                                  positives + [(test[negatives[k]].image_name, None)
+                                               for k in chosen]))
     return protocol
 
 
