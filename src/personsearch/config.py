@@ -376,9 +376,44 @@ def config_from_dict(data: Mapping | None, overrides: Sequence[str] = ()) -> Con
     return dataclass_from_dict(Config, apply_overrides(data, overrides), "")
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
-    """Load a YAML config file and apply dotted overrides."""
-    path = Path(path)
+#: The shipped presets (package data; the top-level ``configs/`` of the repository links here).
+PRESETS_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def preset_paths() -> dict[str, Path]:
+    """Shipped presets by name (file stem), sorted."""
+    return {path.stem: path for path in sorted(PRESETS_DIR.glob("*.yaml"))}
+
+
+def preset_description(path: Path) -> str:
+    """First sentence of a preset's header comment (the ``#`` lines at the top of the file)."""
+    words = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        words.append(line.lstrip("#").strip())
+    text = " ".join(words)
+    end = text.find(". ")
+    return text if end < 0 else text[: end + 1]
+
+
+def resolve_config_path(config: str | Path) -> Path:
+    """``config`` as a file path if that file exists, else a shipped preset's name
+    (``ssl_synthetic`` or ``ssl_synthetic.yaml``)."""
+    path = Path(config)
+    if path.is_file() or len(path.parts) > 1:
+        return path  # a path: a missing file is reported when it is read
+    presets = preset_paths()
+    name = path.name.removesuffix(".yaml")
+    if name in presets:
+        return presets[name]
+    raise ConfigError(
+        f"{config}: no such config file and no preset of that name "
+        f"(presets: {', '.join(presets)}; `personsearch config list` describes them)"
+    )
+
+
+def _read_mapping(path: Path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
@@ -391,6 +426,51 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return data
+
+
+def merge_over_base(base: Mapping, delta: Mapping, key: str = "") -> dict:
+    """``delta`` laid over ``base``: mappings merge key by key, every other value (lists
+    included) replaces the base's. A ``method`` section that names another method than its
+    base starts from empty ``params`` (parameters belong to their method)."""
+    import copy
+
+    if key == "method" and "name" in delta and delta["name"] != base.get("name", MethodConfig.name):
+        base = {k: v for k, v in base.items() if k != "params"}
+    merged = copy.deepcopy(dict(base))
+    for name, value in delta.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(name), Mapping):
+            merged[name] = merge_over_base(merged[name], value, f"{key}.{name}" if key else name)
+        else:
+            merged[name] = copy.deepcopy(value)
+    return merged
+
+
+def read_config_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict:
+    """The YAML mapping of a config file with its ``base:`` chain merged in (``base: other.yaml``
+    is resolved relative to the file naming it; the result has no ``base`` key)."""
+    path = Path(path)
+    data = _read_mapping(path)
+    if "base" not in data:
+        return data
+    base_name = data.pop("base")
+    if not isinstance(base_name, str) or not base_name:
+        raise ConfigError(f"{path}: base: expected a config file name, got {base_name!r}")
+    base_path = path.parent / base_name
+    chain = (*_chain, path.resolve())
+    if base_path.resolve() in chain:
+        files = " -> ".join(str(p) for p in (*chain, base_path.resolve()))
+        raise ConfigError(f"{path}: base cycle: {files}")
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: base {base_name}: no such file ({base_path})")
+    return merge_over_base(read_config_file(base_path, chain), data)
+
+
+def load_config(config: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Load a YAML config file (or a shipped preset by name), resolve its ``base:`` chain and
+    apply dotted overrides."""
+    path = resolve_config_path(config)
+    data = read_config_file(path)
     try:
         cfg = config_from_dict(data, overrides)
         check_method_params(cfg)

@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("data", "generate (synth) or check a dataset"),
     "evaluate-results": ("evaluate_results", "evaluate a results .npz against a dataset"),
     "train": ("train", "train a model from a config"),
+    "config": ("config", "list the shipped presets or print a config fully resolved"),
     "eval": ("eval", "evaluate a checkpoint on a dataset"),
     "ablate": ("ablate", "train several ablation rows and tabulate them"),
     "index": ("index", "build or inspect a persistent gallery index"),
