@@ -6,8 +6,10 @@
 3. evaluate the checkpoint on the synthetic test split (``personsearch eval``), printing
    mAP/top-1 next to the SSL and CGPS figures recorded in ``benchmarks/results/``, whether
    this run reproduces the recorded SSL figures, and why they can differ on another CPU;
-4. write ``out/demo/search_results.png``: for a few queries, the query crop beside the top
-   gallery frames with the matched box drawn (green = the right person).
+4. write ``out/demo/search_results.png``: 6 queries drawn with the seed from all queries (not
+   chosen for success), each the query crop beside its top 5 gallery hits with rank and
+   similarity, framed green (the query person) or red; the caption gives the run's mAP/top-1;
+5. print a summary (what mAP and top-1 mean in one line) and the demo's total wall time.
 
 Options: ``--frames N`` (dataset size), ``--set KEY=VALUE`` (training overrides), ``--out DIR``.
 """
@@ -31,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=str(REPO / "configs" / "ssl_synthetic.yaml"))
     parser.add_argument("--out", default="out/demo")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--queries", type=int, default=4, help="queries in the results picture")
+    parser.add_argument("--queries", type=int, default=6,
+                        help="queries in the results picture, drawn at random (--seed) from all")
 
 
 def step(text: str) -> None:
@@ -101,68 +104,34 @@ def comparison_line(metrics: dict, recorded: dict | None) -> str:
             f"{delta_top1:+.1f} top-1 points (see the note below)")
 
 
-def results_picture(checkpoint: Path, data_root: Path, results: Path, out: Path,
-                    num_queries: int, top: int = 5) -> Path:
-    """Query crop beside its top gallery frames (SeqNet ranking: score-weighted similarity of
-    every gallery detection with score >= 0.5), matched box drawn green when it is the query
-    person (IoU >= 0.5 with its ground truth), red otherwise."""
-    import numpy as np
-    from PIL import Image, ImageDraw
-
-    from personsearch.atomic import atomic_open
+def results_picture(data_root: Path, results: Path, out: Path, metrics: dict,
+                    num_queries: int, seed: int, top: int = 5) -> Path:
+    """The search results sheet (``personsearch.evaluation.figures.search_results_sheet``):
+    ``num_queries`` queries drawn with ``seed`` from all queries of the test split, each with
+    its top ``top`` gallery hits, and a caption with this run's mAP / top-1."""
     from personsearch.data import load_split
-    from personsearch.data.transforms import load_image
+    from personsearch.evaluation.figures import sample_queries, search_results_sheet
     from personsearch.evaluation.results_file import load_results_file
-    from personsearch.evaluation.search import pairwise_iou
 
     gallery = load_split("prw", data_root, "gallery")
     queries = load_split("prw", data_root, "query")
     loaded = load_results_file(results)
-    dets = loaded.gallery
-    height = 160
-    rows = []
-    for q in np.linspace(0, len(queries) - 1, num=min(num_queries, len(queries))).astype(int):
-        query = queries[q]
-        similarity = dets.feats @ loaded.query_feats[q]
-        keep = dets.scores >= 0.5
-        image_of = np.repeat(np.arange(len(gallery)), np.diff(dets.image_offsets))
-        # bool even when nothing was detected (an empty float array cannot be and-ed)
-        keep &= np.array([gallery[i].image_name != query.image_name for i in image_of], dtype=bool)
-        order = [i for i in np.argsort(-similarity) if keep[i]]
-        best_per_image: list[int] = []
-        for det in order:
-            if image_of[det] not in {image_of[d] for d in best_per_image}:
-                best_per_image.append(det)
-            if len(best_per_image) == top:
-                break
-        crop = Image.fromarray(load_image(query.image_path)).crop(tuple(int(v) for v in query.boxes[0]))
-        tiles = [crop.resize((max(1, int(crop.width * height / crop.height)), height))]
-        for det in best_per_image:
-            record = gallery[image_of[det]]
-            frame = Image.fromarray(load_image(record.image_path))
-            scale = height / frame.height
-            frame = frame.resize((int(frame.width * scale), height))
-            box = dets.boxes[det]
-            match = record.person_ids == query.person_ids[0]
-            correct = bool(match.any()) and float(pairwise_iou(box[None], record.boxes[match][:1])[0]) >= 0.5
-            ImageDraw.Draw(frame).rectangle([float(v) * scale for v in box],
-                                            outline=(0, 200, 0) if correct else (220, 0, 0), width=3)
-            tiles.append(frame)
-        width = sum(t.width for t in tiles) + 8 * len(tiles)
-        row = Image.new("RGB", (width, height), (255, 255, 255))
-        x = 0
-        for tile in tiles:
-            row.paste(tile, (x, 0))
-            x += tile.width + 8
-        rows.append(row)
-    sheet = Image.new("RGB", (max(r.width for r in rows), sum(r.height + 8 for r in rows)), (255, 255, 255))
-    y = 0
-    for row in rows:
-        sheet.paste(row, (0, y))
-        y += row.height + 8
-    with atomic_open(out, "wb") as handle:
-        sheet.save(handle, format="PNG")
-    return out
+    chosen = sample_queries(len(queries), num_queries, seed)
+    caption = [
+        f"SSL on the synthetic test split: mAP {100 * metrics['mAP']:.1f}, top-1 "
+        f"{100 * metrics['top1']:.1f} over all {len(queries)} queries; the {len(chosen)} rows are "
+        f"queries drawn at random (seed {seed}), not chosen for success.",
+        f"Each row: the query crop, then its top {top} gallery frames (one hit per frame, rank and "
+        "cosine similarity); green = the query person, red = someone or something else.",
+    ]
+    return search_results_sheet(queries, gallery, loaded.gallery, loaded.query_feats, chosen,
+                                caption, out, top=top)
+
+
+#: One line that says what the two figures mean (printed with them).
+METRICS_MEANING = ("mAP: mean over queries of the average precision of the ranked gallery "
+                   "detections (how high all the frames showing the person rank); top-1: the "
+                   "share of queries whose best-ranked detection is the right person.")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -181,9 +150,11 @@ def run(args: argparse.Namespace) -> int:
     if code:
         return code
     metrics = json.loads(metrics_file.read_text())
-    picture = results_picture(checkpoint, data_root, results, out / "search_results.png", args.queries)
+    picture = results_picture(data_root, results, out / "search_results.png", metrics,
+                              args.queries, args.seed)
     step("summary")
     print(f"SSL (this run)             mAP {100 * metrics['mAP']:5.1f}   top-1 {100 * metrics['top1']:5.1f}")
+    print(METRICS_MEANING)
     recorded = recorded_figure("ssl")
     if recorded:
         print(f"SSL (recorded, README)     mAP {100 * recorded['mAP']:5.1f}   top-1 {100 * recorded['top1']:5.1f}"
@@ -200,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
               "default config, no --set — so its figures are not compared)")
     print(DETERMINISM_NOTE)
     print(f"search results picture: {picture}")
-    print(f"demo finished in {(time.perf_counter() - started) / 60:.1f} min")
+    elapsed = time.perf_counter() - started
+    print(f"demo finished: total wall time {int(elapsed // 60)} min {elapsed % 60:.0f} s")
     return 0
 
 
