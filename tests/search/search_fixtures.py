@@ -83,3 +83,44 @@ SCENES = {
     "sub/c.png": [("yellow", (30, 5, 45, 50))],
     "d.png": [],  # no persons
 }
+
+
+def scene_array(persons: list[tuple[str, tuple[int, int, int, int]]], size=(96, 64)) -> np.ndarray:
+    """The RGB pixels [H, W, 3] of ``draw_scene``'s picture."""
+    image = Image.new("RGB", size, BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    for colour, (x1, y1, x2, y2) in persons:
+        draw.rectangle([x1, y1, x2 - 1, y2 - 1], fill=COLOURS[colour])
+    return np.asarray(image, dtype=np.uint8).copy()
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int = 4, codec: str = "png", gop: int | None = None) -> None:
+    """Encode RGB frames [H, W, 3] into a video file with PyAV. ``codec="png"`` (in .mov / .mkv)
+    is lossless and every frame a keyframe, so ColourEmbedder sees the exact colours;
+    ``"libx264"`` with ``gop`` makes keyframes every ``gop`` frames (lossy)."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    height, width = frames[0].shape[:2]
+    options = {} if gop is None else {"g": str(gop), "bf": "0", "keyint_min": str(gop), "sc_threshold": "0"}
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps, options=options)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "rgb24" if codec == "png" else "yuv420p"
+        for rgb in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def walking_frames(count: int, colours=("red", "blue"), size=(96, 64)) -> list[np.ndarray]:
+    """``count`` frames in which each colour's person moves 4 px right per frame (wrapping)."""
+    frames = []
+    for index in range(count):
+        persons = []
+        for lane, colour in enumerate(colours):
+            x1 = (5 + 4 * index + 30 * lane) % (size[0] - 16)
+            persons.append((colour, (x1, 5 + 3 * lane, x1 + 14, 50 + 3 * lane)))
+        frames.append(scene_array(persons, size))
+    return frames

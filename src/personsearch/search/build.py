@@ -1,4 +1,4 @@
-"""Build or update a gallery index from a folder of scene images.
+"""Build or update a gallery index from a folder of scene images and video files.
 
 ``Embedder`` is the small interface the search layer needs from a model; ``ModelEmbedder``
 implements it over a ``PersonSearchModel`` (docs/architecture.md: ``detect`` / ``embed_boxes``
@@ -13,7 +13,8 @@ embeddings  float32 [N, D] unit norm (NOT score weighted)
 Incremental builds: every image file under the root (by extension, recursively) is hashed
 (sha256). New paths and paths whose hash changed are (re)processed, paths gone from disk are
 removed, everything else is left alone. Each batch of images is stored in one SQLite
-transaction, so an interrupted build resumes where it stopped.
+transaction, so an interrupted build resumes where it stopped. Video files are indexed frame by
+frame in the same way (search/build_video.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import numpy as np
 
 from personsearch.errors import DatasetError, IndexError_, PersonSearchError
 from personsearch.search.store import GalleryStore, IndexSettings, NewImage
+from personsearch.search.video import VIDEO_EXTENSIONS, Sampling
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 
@@ -149,18 +151,26 @@ def check_embedder(store: GalleryStore, embedder: Embedder, checkpoint: str = ""
 def scan_images(root: Path) -> list[str]:
     """Image files under ``root`` (recursively, by extension), as sorted POSIX relative paths.
     Hidden files and folders are skipped; symbolic links are not followed out of the root."""
-    found = []
+    return scan_media(root)[0]
+
+
+def scan_media(root: Path) -> tuple[list[str], list[str]]:
+    """(image files, video files) under ``root`` (recursively, by extension), each as sorted
+    POSIX relative paths. Hidden files and folders are skipped; symbolic links are not followed
+    out of the root."""
+    images, videos = [], []
     root_resolved = root.resolve()
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in files:
-            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+            suffix = Path(name).suffix.lower()
+            if name.startswith(".") or (suffix not in IMAGE_EXTENSIONS and suffix not in VIDEO_EXTENSIONS):
                 continue
             path = Path(folder) / name
             if not path.resolve().is_relative_to(root_resolved):
                 continue
-            found.append(path.relative_to(root).as_posix())
-    return sorted(found)
+            (videos if suffix in VIDEO_EXTENSIONS else images).append(path.relative_to(root).as_posix())
+    return sorted(images), sorted(videos)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -182,11 +192,28 @@ class BuildReport:
     persons_added: int = 0
     seconds: float = 0.0
     processed: list[str] = field(default_factory=list)
+    videos_total: int = 0
+    videos_added: int = 0
+    videos_changed: int = 0  # new content or other sampling settings: indexed again
+    videos_resumed: int = 0  # left unfinished by an interrupted build
+    videos_removed: int = 0
+    videos_unchanged: int = 0
+    frames_added: int = 0
+    frames_skipped: int = 0  # already indexed by an interrupted build
+    video_seconds: float = 0.0  # length of the video time indexed by this build
+    video_errors: list[str] = field(default_factory=list)  # "path: problem" per unreadable video
 
     def summary(self) -> str:
-        return (f"{self.images_total} images: {self.added} added, {self.changed} changed, {self.removed} removed, "
-                f"{self.unchanged} unchanged, {self.failed} unreadable; {self.persons_added} persons added "
-                f"in {self.seconds:.1f}s")
+        text = (f"{self.images_total} images: {self.added} added, {self.changed} changed, {self.removed} removed, "
+                f"{self.unchanged} unchanged, {self.failed} unreadable; ")
+        if self.videos_total or self.videos_removed:
+            text += (f"{self.videos_total} videos: {self.videos_added} added, {self.videos_changed} changed, "
+                     f"{self.videos_resumed} resumed, {self.videos_removed} removed, {self.videos_unchanged} "
+                     f"unchanged, {len(self.video_errors)} unreadable, {self.frames_added} frames indexed; ")
+        text += f"{self.persons_added} persons added in {self.seconds:.1f}s"
+        for problem in self.video_errors:
+            text += f"\nunreadable video: {problem}"
+        return text
 
 
 def build_index(
@@ -201,6 +228,7 @@ def build_index(
     batch_size: int = 4,
     progress: bool = True,
     on_batch: Callable[[int], None] | None = None,
+    sampling: Sampling | None = None,
 ) -> BuildReport:
     """Create or incrementally update the index at ``index_path`` from ``images_root``.
 
@@ -242,7 +270,8 @@ def build_index(
     report = BuildReport()
     try:
         with _build_lock(index_path):
-            _update(store, embedder, images_root, batch_size, progress, on_batch, report, tqdm)
+            _update(store, embedder, images_root, batch_size, progress, on_batch, report, tqdm,
+                    sampling or Sampling())
     finally:
         store.close()
     report.seconds = time.perf_counter() - started
@@ -295,9 +324,42 @@ def _check_same_settings(store, embedder, root_text, index_type, index_params, m
                           + ". Build a new index (--out) to change them.")
 
 
+class VectorUpdater:
+    """The faiss index of a build, kept in step with SQLite batch by batch while that is possible
+    (``store.update_vectors``), else rebuilt from SQLite once at the end."""
+
+    def __init__(self, store: GalleryStore) -> None:
+        self.store = store
+        self.index = store.load_vectors_for_update()
+        self.incremental = True
+
+    def remove(self, removed_ids: np.ndarray) -> None:
+        if self.incremental and len(removed_ids):
+            dim = self.store.settings.embedding_dim
+            self.incremental = self.store.update_vectors(self.index, np.zeros(0, np.int64),
+                                                         np.zeros((0, dim), np.float32), removed_ids)
+
+    def add(self, new_images: list[NewImage]) -> None:
+        """Store a batch (one transaction) and add its embeddings."""
+        added = self.store.add_images(new_images)
+        if self.incremental:
+            dim = self.store.settings.embedding_dim
+            ids = np.concatenate([person_ids for _, person_ids in added]) if added else np.zeros(0, np.int64)
+            vectors = np.concatenate([item.embeddings for item in new_images]).reshape(-1, dim)
+            self.incremental = self.store.update_vectors(self.index, ids, vectors, np.zeros(0, np.int64))
+
+    def finish(self) -> None:
+        if self.incremental:
+            self.store.save_vectors(self.index)
+        else:
+            self.store.rebuild_vectors()  # from SQLite (retrains IVF, rebuilds HNSW) and write
+
+
 def _update(store: GalleryStore, embedder: Embedder, images_root: Path, batch_size: int, progress: bool,
-            on_batch, report: BuildReport, tqdm) -> None:
-    rel_paths = scan_images(images_root)
+            on_batch, report: BuildReport, tqdm, sampling: Sampling) -> None:
+    from personsearch.search.build_video import index_videos, plan_videos
+
+    rel_paths, video_paths = scan_media(images_root)
     report.images_total = len(rel_paths)
     known = store.known_images()
     pending: list[tuple[str, str, int]] = []  # (rel_path, sha256, size)
@@ -320,40 +382,45 @@ def _update(store: GalleryStore, embedder: Embedder, images_root: Path, batch_si
     on_disk = set(rel_paths)
     deleted = [p for p in known if p not in on_disk]
     report.removed = len(deleted)
+    video_plan = plan_videos(store, images_root, video_paths, sampling, report, progress, tqdm)
 
-    if not pending and not deleted:
+    if not pending and not deleted and not video_plan.has_work:
         store.vector_index()  # make sure the cache is valid (rebuilt if missing / stale)
         return
-    index = store.load_vectors_for_update()
-    incremental = True
-    removed_ids = store.remove_images(deleted + changed_paths)
-    if len(removed_ids) or deleted or changed_paths:
-        incremental = store.update_vectors(index, np.zeros(0, np.int64), np.zeros((0, store.settings.embedding_dim), np.float32), removed_ids)
+    vectors = VectorUpdater(store)
+    vectors.remove(store.remove_images(deleted + changed_paths))
+    vectors.remove(store.remove_videos(video_plan.deleted))
 
-    bar = tqdm(total=len(pending), desc="indexing", unit="img", disable=not progress, dynamic_ncols=True,
+    bar = tqdm(total=len(pending), desc="indexing", unit="img", disable=not progress or not pending,
+               dynamic_ncols=True,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]")
+    batch_number = 0
     try:
-        for batch_number, start in enumerate(range(0, len(pending), batch_size)):
+        for start in range(0, len(pending), batch_size):
             chunk = pending[start:start + batch_size]
             new_images = _process_batch(embedder, images_root, chunk, store.settings.min_score)
-            added = store.add_images(new_images)
+            vectors.add(new_images)
             report.failed += sum(1 for item in new_images if item.error)
             report.persons_added += sum(len(item.boxes) for item in new_images)
             report.processed.extend(item.rel_path for item in new_images)
-            if incremental:
-                ids = np.concatenate([person_ids for _, person_ids in added])
-                vectors = np.concatenate([item.embeddings for item in new_images]).reshape(-1, store.settings.embedding_dim)
-                incremental = store.update_vectors(index, ids, vectors, np.zeros(0, np.int64))
             bar.update(len(chunk))
             bar.set_postfix(persons=report.persons_added, refresh=False)
             if on_batch is not None:
                 on_batch(batch_number)
+            batch_number += 1
     finally:
         bar.close()
-    if incremental:
-        store.save_vectors(index)
-    else:
-        store.rebuild_vectors()  # from SQLite (retrains IVF, rebuilds HNSW) and write
+    index_videos(store, embedder, images_root, video_plan, vectors, batch_size, progress, on_batch,
+                 batch_number, report, tqdm)
+    vectors.finish()
+
+
+def detections_to_keep(boxes: np.ndarray, scores: np.ndarray, embeddings: np.ndarray, min_score: float,
+                       dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The detections with score >= ``min_score`` as float32 arrays [n, 4], [n], [n, D]."""
+    keep = np.asarray(scores) >= min_score
+    return (np.asarray(boxes, np.float32).reshape(-1, 4)[keep], np.asarray(scores, np.float32)[keep],
+            np.asarray(embeddings, np.float32).reshape(-1, dim)[keep])
 
 
 def _process_batch(embedder: Embedder, images_root: Path, chunk: list[tuple[str, str, int]],
@@ -373,11 +440,6 @@ def _process_batch(embedder: Embedder, images_root: Path, chunk: list[tuple[str,
     if loaded:
         detections = embedder.detect([image for *_, image in loaded])
         for (rel_path, digest, size, image), (boxes, scores, embeddings) in zip(loaded, detections):
-            keep = np.asarray(scores) >= min_score
-            results.append(NewImage(
-                rel_path, digest, image.shape[1], image.shape[0], size,
-                np.asarray(boxes, np.float32).reshape(-1, 4)[keep],
-                np.asarray(scores, np.float32)[keep],
-                np.asarray(embeddings, np.float32).reshape(-1, dim)[keep],
-            ))
+            results.append(NewImage(rel_path, digest, image.shape[1], image.shape[0], size,
+                                    *detections_to_keep(boxes, scores, embeddings, min_score, dim)))
     return results

@@ -24,6 +24,7 @@ import numpy as np
 
 from personsearch.errors import PersonSearchError
 from personsearch.search.store import GalleryStore
+from personsearch.search.video import time_code
 
 WEIGHTINGS = ("score", "cosine")
 
@@ -38,6 +39,9 @@ class Hit:
     score: float  # detection score
     cosine: float
     similarity: float  # what the ranking uses
+    video: str | None = None  # a video frame: the video (relative to the indexed folder)
+    seconds: float | None = None  # ... and the frame's time in it
+    time_code: str | None = None  # ... as hh:mm:ss.mmm
 
 
 @dataclass
@@ -49,11 +53,13 @@ class SearchResult:
         return {"query": self.query, "hits": [asdict(hit) for hit in self.hits]}
 
     def table(self) -> str:
-        lines = [f"{'rank':>4}  {'similarity':>10}  {'cosine':>7}  {'score':>5}  {'person':>7}  box (x1,y1,x2,y2)           image"]
+        lines = [f"{'rank':>4}  {'similarity':>10}  {'cosine':>7}  {'score':>5}  {'person':>7}  box (x1,y1,x2,y2)           "
+                 "image (or video  time code)"]
         for hit in self.hits:
             box = ",".join(f"{v:.0f}" for v in hit.box)
+            where = hit.image if hit.video is None else f"{hit.video}  {hit.time_code}"
             lines.append(f"{hit.rank:>4}  {hit.similarity:>10.4f}  {hit.cosine:>7.4f}  {hit.score:>5.2f}  "
-                         f"{hit.person_id:>7}  {box:<27}  {hit.image}")
+                         f"{hit.person_id:>7}  {box:<27}  {where}")
         if not self.hits:
             lines.append("  (no hits)")
         return "\n".join(lines)
@@ -125,15 +131,20 @@ def rank(
             if exhausted or candidates[top_k - 1][0] >= bound:
                 break
         want = min(total, want * 4)
-    image_rows = {}
+    image_rows, frame_rows = {}, {}
     hits = []
     for position, (similarity, cosine, row) in enumerate(candidates[:top_k], start=1):
         if row.image_id not in image_rows:
             image_rows[row.image_id] = store.image(row.image_id)
+            frame_rows[row.image_id] = store.frame(row.image_id)
+        frame = frame_rows[row.image_id]
         hits.append(Hit(
             rank=position, person_id=row.id, image_id=row.image_id, image=image_rows[row.image_id].rel_path,
             box=[round(float(v), 2) for v in row.box], score=round(row.score, 6),
             cosine=round(float(cosine), 6), similarity=round(float(similarity), 6),
+            video=None if frame is None else frame.video,
+            seconds=None if frame is None else round(frame.seconds, 6),
+            time_code=None if frame is None else time_code(frame.seconds),
         ))
     return hits
 
@@ -196,4 +207,7 @@ def search_with_person(
     query = {"person_id": row.id, "image_id": row.image_id, "image": image.rel_path,
              "box": [float(v) for v in row.box], "width": image.width, "height": image.height,
              "excluded_image_ids": sorted(excluded - {-1}), "weighting": weighting}
+    frame = store.frame(row.image_id)
+    if frame is not None:
+        query.update(video=frame.video, seconds=round(frame.seconds, 6), time_code=time_code(frame.seconds))
     return SearchResult(query, hits)

@@ -1,6 +1,6 @@
 """A results picture (like Fig. 5 of person search papers): the query crop on the left, the top-K
 gallery images on the right (thumbnails, ``columns`` per row) with the matched box drawn and the
-rank and similarity written under each.
+rank and similarity (and, for a video frame, the video's name and time code) written under each.
 
 Shapes
 ------
@@ -10,11 +10,13 @@ query_image  np.ndarray uint8 [H, W, 3];  query box [4] x1y1x2y2 original pixels
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from personsearch.atomic import atomic_open
+from personsearch.errors import PersonSearchError
 from personsearch.search.query import SearchResult
 
 THUMB_HEIGHT = 220
@@ -36,8 +38,11 @@ def render_results(
     images_root: str | Path,
     out_path: str | Path,
     columns: int = 5,
+    gallery_image: Callable[[int], np.ndarray] | None = None,
 ) -> Path:
-    """Draw the picture and write it atomically to ``out_path`` (PNG)."""
+    """Draw the picture and write it atomically to ``out_path`` (PNG). ``gallery_image(image_id)``
+    gives a hit's pixels (needed for video frames: search/gallery_images.py); without it hits
+    are read as image files under ``images_root``."""
     font = ImageFont.load_default()
     x1, y1, x2, y2 = (int(round(v)) for v in result.query["box"])
     crop = Image.fromarray(query_image).crop((x1, y1, x2, y2))
@@ -46,17 +51,23 @@ def render_results(
     tiles = []
     for hit in result.hits:
         try:
-            with Image.open(Path(images_root) / hit.image) as opened:
-                # upright, as the index saw it (transforms.load_image applies EXIF orientation)
-                gallery = ImageOps.exif_transpose(opened).convert("RGB")
-        except OSError:
+            if gallery_image is not None:
+                gallery = Image.fromarray(np.asarray(gallery_image(hit.image_id)))
+            else:
+                with Image.open(Path(images_root) / hit.image) as opened:
+                    # upright, as the index saw it (transforms.load_image applies EXIF orientation)
+                    gallery = ImageOps.exif_transpose(opened).convert("RGB")
+        except (OSError, PersonSearchError):
             gallery = Image.new("RGB", (THUMB_HEIGHT, THUMB_HEIGHT), (90, 90, 90))
         tile, scale = _fit_height(gallery, THUMB_HEIGHT)
         draw = ImageDraw.Draw(tile)
         box = [v * scale for v in hit.box]
         draw.rectangle(box, outline=(0, 0, 0), width=5)
         draw.rectangle(box, outline=HIT_COLOUR, width=2)
-        tiles.append((tile, f"#{hit.rank}  {hit.similarity:.3f}"))
+        caption = f"#{hit.rank}  {hit.similarity:.3f}"
+        if hit.video is not None:
+            caption += f"  {Path(hit.video).name} {hit.time_code}"
+        tiles.append((tile, caption))
 
     columns = max(1, min(columns, len(tiles) or 1))
     rows = max(1, -(-len(tiles) // columns))

@@ -63,6 +63,31 @@ CREATE INDEX persons_image ON persons(image_id);
 CREATE INDEX images_sha ON images(sha256);
 """
 
+# Video files (search/video.py): one row per file; each sampled frame is an ``images`` row (its
+# rel_path "VIDEO@hh:mm:ss.mmm", its sha256 that of the decoded pixels) linked by ``frames``.
+# ``complete`` is 0 while a build is still adding the file's frames (a killed build resumes it).
+# Created on any writable open, so indexes from before videos were supported gain them.
+_VIDEO_SCHEMA = """
+CREATE TABLE IF NOT EXISTS videos (
+    id INTEGER PRIMARY KEY,
+    rel_path TEXT NOT NULL UNIQUE,
+    sha256 TEXT NOT NULL,
+    sampling TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    duration REAL,
+    complete INTEGER NOT NULL,
+    error TEXT,
+    indexed_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS frames (
+    image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+    video_id INTEGER NOT NULL REFERENCES videos(id) ON DELETE CASCADE,
+    pts INTEGER NOT NULL,
+    seconds REAL NOT NULL,
+    UNIQUE (video_id, pts)
+);
+"""
+
 
 def _positive_int_or_none(value, key: str) -> int | None:
     if value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
@@ -141,9 +166,33 @@ class PersonRow:
     score: float
 
 
+@dataclass(frozen=True)
+class VideoRow:
+    id: int
+    rel_path: str
+    sha256: str
+    sampling: str
+    size_bytes: int
+    duration: float | None
+    complete: bool
+    error: str | None
+
+
+@dataclass(frozen=True)
+class FrameRow:
+    """Where an indexed frame comes from: the video (path relative to the indexed folder) and
+    the frame's presentation timestamp (stream time base) and time in seconds."""
+
+    image_id: int
+    video: str
+    pts: int
+    seconds: float
+
+
 @dataclass
 class NewImage:
-    """One processed image, ready to be stored."""
+    """One processed image (or video frame: ``video_id``, ``pts``, ``seconds`` set), ready to
+    be stored."""
 
     rel_path: str
     sha256: str
@@ -154,6 +203,9 @@ class NewImage:
     scores: np.ndarray  # float32 [N]
     embeddings: np.ndarray  # float32 [N, D] unit norm
     error: str | None = None
+    video_id: int | None = None
+    pts: int | None = None
+    seconds: float | None = None
 
 
 class GalleryStore:
@@ -171,6 +223,7 @@ class GalleryStore:
         self._index_generation = -1
         self._index_params: dict = {}
         self.cache_events: list[str] = []  # why the faiss cache was rebuilt (for info / tests)
+        self.has_videos = True  # False: a read-only index from before videos (no video tables)
 
     # ------------------------------------------------------------------ open / create
 
@@ -226,7 +279,15 @@ class GalleryStore:
             connection.close()
             raise IndexError_(f"{db_path}: index schema version {version!r}, this personsearch reads {SCHEMA_VERSION}")
         settings = IndexSettings.from_meta(meta, str(db_path))
-        return cls(root, connection, settings)
+        if not readonly:
+            try:
+                connection.executescript("BEGIN;" + _VIDEO_SCHEMA + "COMMIT;")
+            except sqlite3.DatabaseError as error:
+                connection.close()
+                raise IndexError_(f"{db_path}: cannot add the video tables ({error})") from None
+        store = cls(root, connection, settings)
+        store.has_videos = {"videos", "frames"} <= tables or not readonly
+        return store
 
     def close(self) -> None:
         with self._lock:
@@ -265,8 +326,85 @@ class GalleryStore:
         return int(self._query("SELECT COUNT(*) FROM images WHERE error IS NOT NULL")[0][0])
 
     def known_images(self) -> dict[str, tuple[int, str]]:
-        """rel_path -> (image id, sha256)."""
-        return {path: (int(i), sha) for i, path, sha in self._query("SELECT id, rel_path, sha256 FROM images")}
+        """rel_path -> (image id, sha256) of the image files (not video frames)."""
+        sql = "SELECT id, rel_path, sha256 FROM images"
+        if self.has_videos:
+            sql += " WHERE id NOT IN (SELECT image_id FROM frames)"
+        return {path: (int(i), sha) for i, path, sha in self._query(sql)}
+
+    # ------------------------------------------------------------------ videos
+
+    def videos(self) -> dict[str, VideoRow]:
+        """rel_path -> row of every indexed video file."""
+        if not self.has_videos:
+            return {}
+        rows = self._query("SELECT id, rel_path, sha256, sampling, size_bytes, duration, complete, error FROM videos")
+        return {row[1]: VideoRow(int(row[0]), row[1], row[2], row[3], int(row[4]), row[5], bool(row[6]), row[7])
+                for row in rows}
+
+    def count_frames(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM frames")[0][0]) if self.has_videos else 0
+
+    def frame_pts(self, video_id: int) -> set[int]:
+        """Presentation timestamps of the frames of a video already stored."""
+        return {int(r[0]) for r in self._query("SELECT pts FROM frames WHERE video_id=?", (int(video_id),))}
+
+    def frame(self, image_id: int) -> FrameRow | None:
+        """The video frame an ``images`` row is (None for an image file)."""
+        if not self.has_videos:
+            return None
+        rows = self._query(
+            "SELECT frames.image_id, videos.rel_path, frames.pts, frames.seconds FROM frames "
+            "JOIN videos ON videos.id = frames.video_id WHERE frames.image_id=?", (int(image_id),))
+        return FrameRow(int(rows[0][0]), rows[0][1], int(rows[0][2]), float(rows[0][3])) if rows else None
+
+    def start_video(self, rel_path: str, sha256: str, sampling: str, size_bytes: int,
+                    duration: float | None) -> tuple[int, np.ndarray]:
+        """Register a video to be (re)indexed: a video whose hash and sampling match the stored
+        row keeps its frames (a killed build resumes it); otherwise its old frames are removed
+        and the row replaced. Returns (video id, removed person ids)."""
+        removed: list[int] = []
+        with self._lock, _transaction(self._connection):
+            row = self._connection.execute("SELECT id, sha256, sampling FROM videos WHERE rel_path=?",
+                                           (rel_path,)).fetchone()
+            if row is not None and (row[1], row[2]) == (sha256, sampling):
+                self._connection.execute("UPDATE videos SET complete=0, error=NULL WHERE id=?", (row[0],))
+                return int(row[0]), np.zeros(0, dtype=np.int64)
+            if row is not None:
+                removed = self._delete_video(int(row[0]))
+            cursor = self._connection.execute(
+                "INSERT INTO videos(rel_path, sha256, sampling, size_bytes, duration, complete, error, indexed_at) "
+                "VALUES (?, ?, ?, ?, ?, 0, NULL, ?)", (rel_path, sha256, sampling, int(size_bytes), duration, time.time()))
+            self._bump_generation()
+            return int(cursor.lastrowid), np.asarray(removed, dtype=np.int64)
+
+    def finish_video(self, video_id: int, error: str | None) -> None:
+        with self._lock, _transaction(self._connection):
+            self._connection.execute("UPDATE videos SET complete=1, error=?, indexed_at=? WHERE id=?",
+                                     (error, time.time(), int(video_id)))
+
+    def remove_videos(self, rel_paths: list[str]) -> np.ndarray:
+        """Delete videos with their frames and persons (one transaction); removed person ids."""
+        removed: list[int] = []
+        if not rel_paths:
+            return np.zeros(0, dtype=np.int64)
+        with self._lock, _transaction(self._connection):
+            for rel_path in rel_paths:
+                row = self._connection.execute("SELECT id FROM videos WHERE rel_path=?", (rel_path,)).fetchone()
+                if row is not None:
+                    removed.extend(self._delete_video(int(row[0])))
+            self._bump_generation()
+        return np.asarray(removed, dtype=np.int64)
+
+    def _delete_video(self, video_id: int) -> list[int]:
+        """Inside a transaction: delete a video, its frame images and their persons."""
+        removed = [int(r[0]) for r in self._connection.execute(
+            "SELECT persons.id FROM persons JOIN frames ON frames.image_id = persons.image_id WHERE frames.video_id=?",
+            (video_id,))]
+        self._connection.execute("DELETE FROM images WHERE id IN (SELECT image_id FROM frames WHERE video_id=?)",
+                                 (video_id,))
+        self._connection.execute("DELETE FROM videos WHERE id=?", (video_id,))
+        return removed
 
     def image(self, image_id: int) -> ImageRow | None:
         rows = self._query(
@@ -349,6 +487,9 @@ class GalleryStore:
                     (item.rel_path, item.sha256, int(item.width), int(item.height), int(item.size_bytes), n, item.error, now),
                 )
                 image_id = int(cursor.lastrowid)
+                if item.video_id is not None:
+                    self._connection.execute("INSERT INTO frames(image_id, video_id, pts, seconds) VALUES (?, ?, ?, ?)",
+                                             (image_id, int(item.video_id), int(item.pts), float(item.seconds)))
                 person_ids = []
                 embeddings = np.ascontiguousarray(item.embeddings, dtype=np.float32)
                 for box, score, embedding in zip(item.boxes.tolist(), item.scores.tolist(), embeddings):
