@@ -6,7 +6,7 @@
     personsearch data synth OUT --format prw|cuhk-sysu --frames N --seed S
                             [--width W --height H] [--difficulty easy|normal|hard]
     personsearch data synth OUT --like prw-full|cuhk-sysu-full [--frames N] [--image-scale S]
-                            [--workers N] [--gallery-sizes 50,100]
+                            [--workers N] [--gallery-sizes 50,100] [--resume]
         the real benchmark's counts and image sizes (docs/synthetic_data.md); --frames scales
         it down keeping the proportions, any explicit flag wins over the preset.
     personsearch data masks ROOT --format prw|cuhk-sysu|coco [--method grabcut|box|schp]
@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     synth.add_argument("--gallery-sizes", default=None, metavar="50,100,...",
                        help="cuhk-sysu: only these TestG{N}.mat files (must include 50; default "
                             "every size the pool can fill)")
+    synth.add_argument("--resume", action="store_true",
+                       help="continue an interrupted generation in OUT (same arguments): "
+                            "frames already written are kept")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--width", type=int, default=None,
                        help="image width (px); with --like cuhk-sysu-full a fixed size")
@@ -108,7 +111,7 @@ def _synth(args: argparse.Namespace) -> int:
         if args.width is not None or args.height is not None:
             kwargs.pop("image_sizes", None)  # an explicit size: every image that size
     kwargs.update(seed=args.seed, difficulty=args.difficulty, progress=True,
-                  workers=args.workers)
+                  workers=args.workers, resume=args.resume)
     if args.gallery_sizes is not None:
         if kwargs["fmt"] != "cuhk-sysu":
             raise SystemExit("personsearch data synth: --gallery-sizes is for cuhk-sysu")
