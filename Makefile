@@ -38,7 +38,7 @@ demo: $(STAMP)
 	$(PY) -m personsearch.cli.demo
 
 # Parity with the reference code (tests/models/test_seqnet_parity.py builds SeqNet's own model
-# from ../shared/reference/seqnet; tests/ops/test_torchvision_parity.py checks our ops against
+# from its source in $(PERSONSEARCH_SEQNET_SOURCE); tests/ops/test_torchvision_parity.py checks our ops against
 # torchvision's kernels). Both need an importable torchvision, which the local CPU torch of .venv
 # lacks, so they run in a separate .venv-ref with the standard registry builds of torch and
 # torchvision (about 5.5 GB; on Python 3.11 here pip takes them from the machine's disk), yacs
@@ -46,6 +46,10 @@ demo: $(STAMP)
 REF_VENV := .venv-ref
 REF_PY := $(REF_VENV)/bin/python
 REF_STAMP := $(REF_VENV)/.installed
+# SeqNet's source at commit edec285c, read at run time by the parity test (never copied here).
+# The default is the CI layout, a checkout beside the repository; elsewhere give the folder:
+# make parity PERSONSEARCH_SEQNET_SOURCE=/path/to/SeqNet (the test skips, saying why, without it).
+PERSONSEARCH_SEQNET_SOURCE ?= $(abspath ../shared/reference/seqnet)
 
 $(REF_STAMP): pyproject.toml
 	test -x $(REF_PY) || $(PYTHON) -m venv $(REF_VENV)
@@ -60,7 +64,7 @@ $(REF_STAMP): pyproject.toml
 parity: $(REF_STAMP)
 	# torchvision's compiled ops must load here: otherwise the tests below would only skip.
 	$(REF_PY) -c "import torch, torchvision; torch.ops.torchvision.nms; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
-	$(REF_PY) -m pytest -q -ra tests/models/test_seqnet_parity.py tests/ops/test_torchvision_parity.py
+	PERSONSEARCH_SEQNET_SOURCE=$(PERSONSEARCH_SEQNET_SOURCE) $(REF_PY) -m pytest -q -ra tests/models/test_seqnet_parity.py tests/ops/test_torchvision_parity.py
 
 clean:
 	rm -rf $(VENV) $(REF_VENV) out

@@ -1,14 +1,14 @@
 """Numerical parity with SeqNet's own code (the proof that our detector is SeqNet's network).
 
-SeqNet's model is built from its source at run time (pinned commit edec285c; a copy lives in
-``../shared/reference/seqnet`` beside the repository, or wherever ``PERSONSEARCH_SEQNET_SOURCE``
-points) with seeded random weights, converted with ``import-checkpoint``'s converter, and both
+SeqNet's model is built from its source at run time (pinned commit edec285c, in the folder
+named by the environment variable ``PERSONSEARCH_SEQNET_SOURCE``, which ``make parity`` sets;
+docs/reference_parity.md) with seeded random weights, converted with ``import-checkpoint``'s converter, and both
 run on the same images at 900 x 1500:
 - query embeddings at given boxes: cosine >= 0.9999;
 - gallery detections matched by IoU >= 0.95 for >= 95% of the boxes, scores within 1e-3,
   embeddings cosine >= 0.999.
 SeqNet's code needs torchvision: the test runs in ``.venv-ref`` (``make parity``) and skips,
-with its reason, where torchvision or the source is missing.
+with its reason, where torchvision or the source is missing or the variable is unset.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-SEQNET_SOURCE = Path(os.environ.get("PERSONSEARCH_SEQNET_SOURCE", REPO.parent / "shared" / "reference" / "seqnet"))
+SEQNET_SOURCE_VARIABLE = "PERSONSEARCH_SEQNET_SOURCE"
+SEQNET_SOURCE = Path(os.environ[SEQNET_SOURCE_VARIABLE]) if os.environ.get(SEQNET_SOURCE_VARIABLE) else None
 
 
 def _torchvision_reason() -> str | None:
@@ -37,8 +37,11 @@ def _torchvision_reason() -> str | None:
 
 
 def _skip_reason() -> str | None:
+    if SEQNET_SOURCE is None:
+        return (f"{SEQNET_SOURCE_VARIABLE} is not set (the folder of SeqNet's source at commit "
+                "edec285c; `make parity` sets it)")
     if not (SEQNET_SOURCE / "models" / "seqnet.py").is_file():
-        return f"SeqNet's source is not at {SEQNET_SOURCE} (set PERSONSEARCH_SEQNET_SOURCE)"
+        return f"SeqNet's source is not at {SEQNET_SOURCE} ({SEQNET_SOURCE_VARIABLE}): no models/seqnet.py there"
     return _torchvision_reason()
 
 
