@@ -146,7 +146,7 @@ def test_cuhk_round_trip_and_seqnet_indexing(tmp_path: Path, fakes) -> None:
             assert [n for n, _ in a.gallery] == [n for n, _ in b.gallery]
             assert [None if x is None else x.tolist() for _, x in a.gallery] == \
                 [None if x is None else x.tolist() for _, x in b.gallery]
-    # SeqNet's own access paths (datasets.md §1.2)
+    # SeqNet's own access paths (docs/datasets.md §1.2)
     annotation = tmp_path / "annotation"
     protoc = scipy.io.loadmat(str(annotation / "test/train_test/TestG100.mat"))["TestG100"]
     protoc = protoc.squeeze()

@@ -1,4 +1,4 @@
-"""A slow, loop-based reference of shared/spec/eval.md, written from the text (not from our
+"""A slow, loop-based reference of docs/evaluation.md, written from the text (not from our
 vectorised code), plus random CUHK-style / PRW-style inputs with ties.
 
 Inputs are SeqNet-shaped: gallery annotations ``{"name", "boxes" int32 [N,4] x1y1x2y2,
@@ -14,7 +14,7 @@ TOPK = (1, 5, 10)
 
 
 def iou(a, b) -> float:
-    """eval.md §0, on Python floats."""
+    """docs/evaluation.md §0, on Python floats."""
     a = [float(v) for v in a]
     b = [float(v) for v in b]
     inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))

@@ -1,5 +1,5 @@
-"""The vectorised core against the loop-based reference of eval.md (eval_reference.py) on random
-CUHK-style and PRW-style inputs, 8 seeds, tied scores and tied similarities."""
+"""The vectorised core against the loop-based reference of docs/evaluation.md (eval_reference.py)
+on random CUHK-style and PRW-style inputs, 8 seeds, tied scores and tied similarities."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from personsearch.pseudo_labels import dynamic_threshold, multilabel_targets
 
 
 def test_dynamic_threshold_table() -> None:
-    # methods.md §3.5: t = 0.6 + 0.1 * exp(beta * e), e 0-based
+    # docs/methods.md §3.5: t = 0.6 + 0.1 * exp(beta * e), e 0-based
     epochs = [0, 5, 10, 16, 22, 25]
     iccv = [0.700, 0.678, 0.661, 0.645, 0.633, 0.629]      # beta = -0.05
     arxiv = [0.700, 0.661, 0.637, 0.620, 0.611, 0.608]     # beta = -0.1 (default)

@@ -23,7 +23,7 @@ def _clustered_points(seed: int, num_clusters: int, per_cluster: int, noise: flo
 
 
 def dense_reference(x: np.ndarray, k1: int, k2: int) -> np.ndarray:
-    """methods.md §2.4 step 2, one sample at a time, dense N×N (window(k) = min(k+1, k1))."""
+    """docs/methods.md §2.4 step 2, one sample at a time, dense N×N (window(k) = min(k+1, k1))."""
     n = x.shape[0]
     dist2 = np.maximum(2.0 - 2.0 * (x.astype(np.float64) @ x.T.astype(np.float64)), 0.0)
     rank = np.argsort(dist2, axis=1, kind="stable")[:, :k1]
