@@ -21,7 +21,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
@@ -33,12 +33,23 @@ def _check(ok: bool, key: str, problem: str) -> None:
         raise ConfigError(f"{key}: {problem}")
 
 
+# Choice-valued settings: a value outside the Literal is a ConfigError naming the key, the value
+# and the allowed values (convert_value checks every Literal field from the type hints).
+# tests/test_config.py checks each choice list against the code that implements the choices.
+DataFormat = Literal["prw", "cuhk-sysu", "coco"]  # = personsearch.data.splits.FORMATS
+Backbone = Literal["resnet50", "resnet18", "small"]  # personsearch.models.backbones
+RoiPooling = Literal["roi_align", "deform_roi_pool"]  # = models.roi_heads.ROI_POOLING_KINDS
+RoiHead = Literal["seqnet", "cgps"]  # two sequential heads (SeqNet) | CGPS's single head
+BoxLoss = Literal["l1", "smooth_l1", "smooth_l1_beta_1_9"]  # = losses.detection.BOX_LOSSES
+LrScaling = Literal["linear", "none"]
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Training data. ``multi_scale`` is a list of ``(max_size, min_size)`` pairs (CGPS: one is
     drawn per image); empty means the single ``(max_size, min_size)``."""
 
-    format: str = "prw"  # "prw" | "cuhk-sysu" | "coco"
+    format: DataFormat = "prw"
     root: str = ""
     min_size: int = 900
     max_size: int = 1500
@@ -56,20 +67,16 @@ class DataConfig:
         _check(self.batch_size >= 1, "data.batch_size", "must be >= 1")
 
 
-#: = personsearch.losses.detection.BOX_LOSSES (spelled out so that reading a config imports no torch)
-BOX_LOSS_NAMES = ("l1", "smooth_l1", "smooth_l1_beta_1_9")
-
-
 @dataclass(frozen=True)
 class ModelConfig:
     """Exactly the keyword arguments of ``personsearch.models.build_model``."""
 
-    backbone: str = "resnet50"
+    backbone: Backbone = "resnet50"
     backbone_weights: str | None = None
     frozen_stem: bool = True
     frozen_bn: bool = False
     separate_box_head: bool = True
-    roi_pooling: str = "roi_align"
+    roi_pooling: RoiPooling = "roi_align"
     roi_output_size: int = 14
     roi_sampling_ratio: int = 2
     embedding_dim: int = 256
@@ -92,19 +99,12 @@ class ModelConfig:
     box_nms_thresh: float = 0.4
     reid_nms_thresh: float = 0.5
     detections_per_image: int = 300
-    roi_head: str = "seqnet"  # "seqnet" (two sequential heads) | "cgps" (CGPS's single head)
+    roi_head: RoiHead = "seqnet"
     roi_aligned: bool = False  # RoIAlign half-pixel offset (mmcv / CGPS / DICL: true)
     rpn_min_size_train: float = 1e-3  # smallest proposal side (torchvision 1e-3; mmdet CGPS 8)
     rpn_min_size_test: float = 1e-3  # (mmdet CGPS 16)
-    rpn_box_loss: str = "smooth_l1_beta_1_9"  # l1 | smooth_l1 (beta 1) | smooth_l1_beta_1_9
-    roi_box_loss: str = "smooth_l1_beta_1_9"
-
-    def __post_init__(self) -> None:
-        _check(self.roi_head in ("seqnet", "cgps"), "model.roi_head",
-               f"expected seqnet or cgps, got {self.roi_head!r}")
-        for name in ("rpn_box_loss", "roi_box_loss"):
-            _check(getattr(self, name) in BOX_LOSS_NAMES, f"model.{name}",
-                   f"expected one of {', '.join(BOX_LOSS_NAMES)}, got {getattr(self, name)!r}")
+    rpn_box_loss: BoxLoss = "smooth_l1_beta_1_9"  # smooth_l1: beta 1
+    roi_box_loss: BoxLoss = "smooth_l1_beta_1_9"
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ class SolverConfig:
     deterministic: bool = False
     # Several processes: "linear" multiplies lr by global batch / reference_batch_size and
     # divides a warm-up given in iterations by the same factor; "none" keeps them.
-    lr_scaling: str = "linear"
+    lr_scaling: LrScaling = "linear"
     reference_batch_size: int | None = None  # global batch the lr was tuned for (None = data.batch_size)
     sync_bn: bool = False  # BatchNorm statistics over all processes (SyncBatchNorm)
 
@@ -163,8 +163,6 @@ class SolverConfig:
         _check(self.clip_grad_norm is None or self.clip_grad_norm > 0, "solver.clip_grad_norm",
                "must be > 0 or null")
         _check(not (self.bf16 and self.fp16), "solver.fp16", "give bf16 or fp16, not both")
-        _check(self.lr_scaling in ("linear", "none"), "solver.lr_scaling",
-               f"expected linear or none, got {self.lr_scaling!r}")
         _check(self.reference_batch_size is None or self.reference_batch_size >= 1,
                "solver.reference_batch_size", "must be >= 1 or null")
 
@@ -199,7 +197,7 @@ class TrainConfig:
 class EvalConfig:
     """Evaluation during / after training. ``format``/``root`` default to the data section."""
 
-    format: str | None = None
+    format: DataFormat | None = None
     root: str | None = None
     det_thresh: float = 0.5
     gallery_size: int = 100
@@ -224,6 +222,8 @@ def _type_name(tp: Any) -> str:
     names = {int: "an integer", float: "a number", bool: "true/false", str: "a string"}
     if tp in names:
         return names[tp]
+    if typing.get_origin(tp) is typing.Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(tp)))
     return str(tp).replace("typing.", "")
 
 
@@ -235,6 +235,10 @@ def convert_value(tp: Any, value: Any, key: str) -> Any:
     args = typing.get_args(tp)
     if tp is Any:
         return value
+    if origin is typing.Literal:
+        if value in args and type(value) in {type(a) for a in args}:
+            return value
+        raise ConfigError(f"{key}: expected one of {', '.join(map(str, args))}, got {value!r}")
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -446,36 +450,41 @@ def merge_over_base(base: Mapping, delta: Mapping, key: str = "") -> dict:
     return merged
 
 
-def read_config_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict:
-    """The YAML mapping of a config file with its ``base:`` chain merged in (``base: other.yaml``
-    is resolved relative to the file naming it; the result has no ``base`` key)."""
-    path = Path(path)
+def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> tuple[dict, list[Path]]:
     data = _read_mapping(path)
     if "base" not in data:
-        return data
+        return data, []
     base_name = data.pop("base")
     if not isinstance(base_name, str) or not base_name:
         raise ConfigError(f"{path}: base: expected a config file name, got {base_name!r}")
     base_path = path.parent / base_name
-    chain = (*_chain, path.resolve())
+    chain = (*chain, path.resolve())
     if base_path.resolve() in chain:
         files = " -> ".join(str(p) for p in (*chain, base_path.resolve()))
         raise ConfigError(f"{path}: base cycle: {files}")
     if not base_path.is_file():
         raise ConfigError(f"{path}: base {base_name}: no such file ({base_path})")
-    return merge_over_base(read_config_file(base_path, chain), data)
+    base, bases = _read_with_bases(base_path, chain)
+    return merge_over_base(base, data), [base_path, *bases]
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The YAML mapping of a config file with its ``base:`` chain merged in (``base: other.yaml``
+    is resolved relative to the file naming it; the result has no ``base`` key)."""
+    return _read_with_bases(Path(path), ())[0]
 
 
 def load_config(config: str | Path, overrides: Sequence[str] = ()) -> Config:
     """Load a YAML config file (or a shipped preset by name), resolve its ``base:`` chain and
-    apply dotted overrides."""
+    apply dotted overrides. An error names the file and, if it has any, its bases."""
     path = resolve_config_path(config)
-    data = read_config_file(path)
+    data, bases = _read_with_bases(path, ())
+    where = f"{path} (bases: {', '.join(str(b) for b in bases)})" if bases else str(path)
     try:
         cfg = config_from_dict(data, overrides)
         check_method_params(cfg)
     except ConfigError as error:
-        raise ConfigError(f"{path}: {error}") from None
+        raise ConfigError(f"{where}: {error}") from None
     return cfg
 
 

@@ -68,9 +68,11 @@ def test_box_loss_setting_hand_computed(box_loss, expected):
 
 
 def test_unknown_box_loss_is_an_error_and_names_match_config():
-    from personsearch.config import BOX_LOSS_NAMES
+    import typing
+
+    from personsearch.config import BoxLoss
     from personsearch.losses.detection import BOX_LOSSES
 
-    assert BOX_LOSS_NAMES == BOX_LOSSES
+    assert typing.get_args(BoxLoss) == BOX_LOSSES
     with pytest.raises(ValueError, match="box loss must be one of l1, smooth_l1, smooth_l1_beta_1_9; got 'l2'"):
         rpn_loss(torch.zeros(1), torch.zeros(1, 4), torch.ones(1, dtype=torch.int64), torch.zeros(1, 4), box_loss="l2")
