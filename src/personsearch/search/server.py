@@ -5,7 +5,8 @@ Safety (docs/search.md "Safety"): binds to 127.0.0.1 by default; answers only re
 ``--allowed-host`` names) against DNS rebinding; POSTs must be same-origin and carry a JSON
 (search) or image (upload) content type; images are served by index image id only (the path
 comes from the index and must resolve inside the indexed folder), never from a client-given
-path; uploads are limited in bytes and in declared pixels (checked before decoding), downscaled
+path (a video frame is decoded from its indexed video, search/gallery_images.py); uploads are
+limited in bytes and in declared pixels (checked before decoding), downscaled
 on receipt and kept in memory in a store bounded in bytes; JSON bodies are limited in size and
 nesting depth, numbers must be finite; reading a request (headers and body) has a deadline, and
 at most ``max_connections`` connections are served at once. Checks: search/http_checks.py,
@@ -40,12 +41,16 @@ from personsearch.search.http_checks import (
     finite_number,
     parse_json_object,
 )
+from personsearch.search.gallery_images import load_frame
+from personsearch.search.photo import BOX_MODES, Photo, search_with_photos
 from personsearch.search.query import WEIGHTINGS, search_with_image, search_with_person
 from personsearch.search.store import GalleryStore
 from personsearch.search.uploads import UploadStore, decode_upload
+from personsearch.search.video import time_code
 
 ApiError = RequestRefused  # an error answered as JSON {"error": message} with its status
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+MAX_PHOTOS = 8  # photos combined in one photo query
 MAX_UPLOAD_PIXELS = 24_000_000
 UPLOAD_STORE_BYTES = 128 * 1024 * 1024
 STATIC_FILES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
@@ -87,15 +92,31 @@ class SearchApp:
     # -------------------------------------------------------------- helpers
 
     def image_path(self, image_id: int) -> tuple[Path, object]:
+        """(file, row) of an indexed image; for a video frame the file is the video."""
         row = self.store.image(image_id)
         if row is None:
             raise ApiError(HTTPStatus.NOT_FOUND, f"no image with id {image_id}")
-        path = (self.images_root / row.rel_path).resolve()
+        frame = self.store.frame(image_id)
+        rel_path = row.rel_path if frame is None else frame.video
+        path = (self.images_root / rel_path).resolve()
         if not path.is_relative_to(self.images_root):  # a symlink or odd row leading outside
             raise ApiError(HTTPStatus.FORBIDDEN, f"image {image_id} is outside the indexed folder")
         if not path.is_file():
-            raise ApiError(HTTPStatus.NOT_FOUND, f"image {image_id} ({row.rel_path}) is no longer on disk")
+            raise ApiError(HTTPStatus.NOT_FOUND, f"image {image_id} ({rel_path}) is no longer on disk")
         return path, row
+
+    def image_pixels(self, image_id: int) -> tuple[np.ndarray, object]:
+        """(RGB [H, W, 3], row) of an indexed image or video frame (decoded from the video)."""
+        path, row = self.image_path(image_id)
+        frame = self.store.frame(image_id)
+        if frame is None:
+            from personsearch.data.transforms import load_image
+
+            return load_image(path), row
+        try:
+            return load_frame(path, frame.pts), row
+        except PersonSearchError:
+            raise ApiError(HTTPStatus.NOT_FOUND, f"image {image_id} ({row.rel_path}) cannot be decoded") from None
 
     def add_upload(self, data: bytes) -> dict:
         if len(data) > self.max_upload_bytes:
@@ -112,7 +133,9 @@ class SearchApp:
 
     def info(self) -> dict:
         settings = self.store.settings
-        return {"images": self.store.count_images(), "persons": self.store.count_persons(),
+        frames = self.store.count_frames()
+        return {"images": self.store.count_images() - frames, "videos": len(self.store.videos()),
+                "video_frames": frames, "persons": self.store.count_persons(),
                 "index_type": settings.index_type, "embedding_dim": settings.embedding_dim,
                 "fingerprint": settings.fingerprint[:12], "method": settings.method,
                 "box_queries": self.embedder is not None, "max_upload_bytes": self.max_upload_bytes,
@@ -124,9 +147,16 @@ class SearchApp:
         offset = _int_param(query, "offset", 0, 0, 10**9)
         limit = _int_param(query, "limit", 100, 1, 1000)
         rows = self.store.images(offset, limit)
-        return {"total": self.store.count_images(), "offset": offset,
-                "images": [{"id": r.id, "name": r.rel_path, "width": r.width, "height": r.height,
-                            "persons": r.n_persons} for r in rows if r.error is None]}
+        images = []
+        for r in rows:
+            if r.error is not None:
+                continue
+            entry = {"id": r.id, "name": r.rel_path, "width": r.width, "height": r.height, "persons": r.n_persons}
+            frame = self.store.frame(r.id)
+            if frame is not None:
+                entry.update(video=frame.video, seconds=frame.seconds, time_code=time_code(frame.seconds))
+            images.append(entry)
+        return {"total": self.store.count_images(), "offset": offset, "images": images}
 
     def persons(self, image_id: int) -> dict:
         _, row = self.image_path(image_id)
@@ -143,8 +173,10 @@ class SearchApp:
         if "person_id" in body:
             result = search_with_person(self.store, _int_value(body["person_id"], "person_id", 0, 2**62), **options)
             return result.to_json()
+        if "photo_upload_ids" in body:
+            return self.search_photos(body, options)
         if "image_id" not in body and "upload_id" not in body:
-            raise ApiError(HTTPStatus.BAD_REQUEST, "give person_id, or box with image_id or upload_id")
+            raise ApiError(HTTPStatus.BAD_REQUEST, "give person_id, photo_upload_ids, or box with image_id or upload_id")
         box = body.get("box")
         if not (isinstance(box, list) and len(box) == 4):
             raise ApiError(HTTPStatus.BAD_REQUEST, "box must be [x1, y1, x2, y2] numbers")
@@ -154,10 +186,7 @@ class SearchApp:
         box_array = np.asarray(box_values, dtype=np.float32)
         if "image_id" in body:
             image_id = _int_value(body["image_id"], "image_id", 0, 2**62)
-            path, row = self.image_path(image_id)
-            from personsearch.data.transforms import load_image
-
-            image = load_image(path)
+            image, row = self.image_pixels(image_id)
             where, digest = row.rel_path, row.sha256
         else:
             image = self.uploads.get(str(body["upload_id"])).rgb
@@ -168,6 +197,26 @@ class SearchApp:
         data = result.to_json()
         if "image_id" in body:
             data["query"]["image_id"] = int(body["image_id"])
+        return data
+
+    def search_photos(self, body: dict, options: dict) -> dict:
+        """Search with uploaded photos of the person (search/photo.py): ``photo_upload_ids`` (1 to
+        ``MAX_PHOTOS`` upload ids), optional ``photo_box`` auto | whole | largest."""
+        upload_ids = body["photo_upload_ids"]
+        if not (isinstance(upload_ids, list) and 1 <= len(upload_ids) <= MAX_PHOTOS
+                and all(isinstance(u, str) for u in upload_ids)):
+            raise ApiError(HTTPStatus.BAD_REQUEST, f"photo_upload_ids must be a list of 1 to {MAX_PHOTOS} upload ids")
+        box_mode = body.get("photo_box", "auto")
+        if box_mode not in BOX_MODES:
+            raise ApiError(HTTPStatus.BAD_REQUEST, f"photo_box must be one of {', '.join(BOX_MODES)}")
+        if self.embedder is None:
+            raise ApiError(HTTPStatus.CONFLICT, "photo queries need the model: start the server with --checkpoint")
+        photos = [Photo(self.uploads.get(upload_id).rgb, "upload") for upload_id in upload_ids]
+        with self._model_lock:
+            result = search_with_photos(self.store, self.embedder, photos, box_mode=box_mode, **options)
+        data = result.to_json()
+        for described, upload_id in zip(data["query"]["photos"], upload_ids):
+            described["upload_id"] = upload_id
         return data
 
 
@@ -313,6 +362,14 @@ class Handler(BaseHTTPRequestHandler):
     def _send_image(self, image_id: int, query: dict) -> None:
         file_path, _ = self.app.image_path(image_id)
         max_side = _int_param(query, "max", 0, 0, 4096)
+        if self.app.store.frame(image_id) is not None:  # a video frame: decoded from the video
+            rgb, _ = self.app.image_pixels(image_id)
+            image = Image.fromarray(np.asarray(rgb))
+            if max_side:
+                image.thumbnail((max_side, max_side))
+            buffer = io.BytesIO()
+            image.save(buffer, format="JPEG", quality=90)
+            return self._send(200, buffer.getvalue(), "image/jpeg")
         try:
             with Image.open(file_path) as image:
                 fmt = (image.format or "").upper()

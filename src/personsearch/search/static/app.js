@@ -6,6 +6,8 @@
 //   data-query               "none" | "loading" | "ready" | "error"; data-query-source "image:ID" | "upload:ID"
 //   data-search              state of the latest search: "idle" | "running" | "done" | "error"
 //   data-searches            how many searches were started (a newer search supersedes an older one)
+//   data-photo-box           after a photo search: which box of the photo was used (box_source)
+// Each result card carries data-person-id, and for a video frame data-video and data-time-code.
 "use strict";
 
 const state = { source: null, image: null, scale: 1, drag: null, box: null, offset: 0, searchSeq: 0, querySeq: 0 };
@@ -43,7 +45,8 @@ function loadImage(url) {
 async function loadInfo() {
   const info = await api("/api/info");
   document.getElementById("info").textContent =
-    `${info.images} images, ${info.persons} persons, ${info.index_type} index, model ${info.fingerprint}` +
+    `${info.images} images, ` + (info.videos ? `${info.videos} videos (${info.video_frames} frames), ` : "") +
+    `${info.persons} persons, ${info.index_type} index, model ${info.fingerprint}` +
     (info.box_queries ? "" : " (no model loaded: click a detected person to search)");
   pageState.info = "ready";
 }
@@ -55,7 +58,7 @@ async function loadGallery() {
     const thumb = document.createElement("img");
     thumb.className = "thumb";
     thumb.src = `/api/images/${entry.id}?max=200`;
-    thumb.title = `${entry.name} (${entry.persons} persons)`;
+    thumb.title = `${entry.video ? `${entry.video} at ${entry.time_code}` : entry.name} (${entry.persons} persons)`;
     thumb.dataset.imageId = entry.id;
     thumb.addEventListener("click", () => {
       document.querySelectorAll(".thumb.selected").forEach((t) => t.classList.remove("selected"));
@@ -79,6 +82,7 @@ async function selectSource(source, url, imageId = null, box = null) {
     const persons = imageId !== null ? (await api(`/api/images/${imageId}/persons`)).persons : [];
     if (mine !== state.querySeq) return false;
     Object.assign(state, { source, box, persons, image });
+    document.getElementById("photo-search").hidden = source.upload_id === undefined;
     state.scale = Math.min(480 / image.width, 360 / image.height);
     canvas.width = Math.round(image.width * state.scale);
     canvas.height = Math.round(image.height * state.scale);
@@ -172,9 +176,15 @@ async function search(query) {
     const result = await api("/api/search", { method: "POST", headers: { "Content-Type": "application/json" },
                                                body: JSON.stringify(body) });
     if (mine !== state.searchSeq) return;
+    const photo = (result.query.photos || [])[0];
+    if (photo) {  // show the box the server used on the photo
+      state.box = photo.box;
+      draw();
+      pageState.photoBox = photo.box_source;
+    }
     await showResults(result.hits, () => mine !== state.searchSeq);
     if (mine !== state.searchSeq) return;
-    setStatus(`${result.hits.length} hits`);
+    setStatus(`${result.hits.length} hits` + (photo ? ` (photo box: ${photo.box_source})` : ""));
     pageState.search = "done";
   } catch (error) {
     if (mine !== state.searchSeq) return;
@@ -193,7 +203,13 @@ async function showResults(hits, superseded) {
     card.dataset.personId = hit.person_id;
     const hitCanvas = document.createElement("canvas");
     const caption = document.createElement("div");
-    caption.textContent = `#${hit.rank}  ${hit.similarity.toFixed(3)}  ${hit.image}`;
+    if (hit.video) {  // a video frame: the video's name and the time code
+      card.dataset.video = hit.video;
+      card.dataset.timeCode = hit.time_code;
+      caption.textContent = `#${hit.rank}  ${hit.similarity.toFixed(3)}  ${hit.video}  ${hit.time_code}`;
+    } else {
+      caption.textContent = `#${hit.rank}  ${hit.similarity.toFixed(3)}  ${hit.image}`;
+    }
     card.append(hitCanvas, caption);
     card.title = "search with this person";
     card.addEventListener("click", async () => {
@@ -238,6 +254,9 @@ document.getElementById("upload").addEventListener("change", async (event) => {
   }
 });
 document.getElementById("more").addEventListener("click", loadGallery);
+document.getElementById("photo-search").addEventListener("click", () => {
+  if (state.source && state.source.upload_id !== undefined) search({ photo_upload_ids: [state.source.upload_id] });
+});
 
 loadInfo().catch((error) => { pageState.info = "error"; setStatus(error.message, true); });
 loadGallery().catch((error) => { pageState.gallery = "error"; setStatus(error.message, true); });
