@@ -147,6 +147,9 @@ class SolverConfig:
     lr_scaling: LrScaling = "linear"
     reference_batch_size: int | None = None  # global batch the lr was tuned for (None = data.batch_size)
     sync_bn: bool = False  # BatchNorm statistics over all processes (SyncBatchNorm)
+    # At most this many batches per epoch (the first ones of the epoch's order); None = every
+    # batch. For rehearsals at full size (benchmarks/rehearsal.py) and smoke runs.
+    iters_per_epoch: int | None = None
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "solver.lr", "must be > 0")
@@ -165,6 +168,8 @@ class SolverConfig:
         _check(not (self.bf16 and self.fp16), "solver.fp16", "give bf16 or fp16, not both")
         _check(self.reference_batch_size is None or self.reference_batch_size >= 1,
                "solver.reference_batch_size", "must be >= 1 or null")
+        _check(self.iters_per_epoch is None or self.iters_per_epoch >= 1,
+               "solver.iters_per_epoch", "must be >= 1 or null")
 
 
 @dataclass(frozen=True)

@@ -60,10 +60,16 @@ def records(tmp_path_factory):
     return write_split(tmp_path_factory.mktemp("split"))
 
 
+WALL_CLOCK_KEYS = ("it_per_s", "seconds", "seconds_method_setup", "step_seconds", "steps_timed")
+
+
 def iter_records(path):
+    """The metrics log without its wall-clock timings (and the count of steps timed, which
+    restarts at a resume)."""
     lines = [json.loads(l) for l in path.read_text().splitlines()]
     for line in lines:
-        line.pop("it_per_s", None)
+        for key in WALL_CLOCK_KEYS:
+            line.pop(key, None)
     return lines
 
 
@@ -223,3 +229,52 @@ def test_periodic_evaluation_hook(records, tmp_path):
     assert trainer.module.training
     epochs = [l for l in iter_records(tmp_path / "metrics.jsonl") if l["type"] == "epoch"]
     assert "eval/mAP" not in epochs[0] and epochs[1]["eval/mAP"] == pytest.approx(0.2)
+
+
+def test_iters_per_epoch_shortens_every_epoch_and_resumes_inside_it(records, tmp_path):
+    # 7 images, batch 2 -> 4 batches per epoch; capped at 3: 3 epochs = 9 iterations.
+    short = {"iters_per_epoch": 3}
+    full = make_trainer(records, tmp_path / "full", solver_kw=short,
+                        train_kw={"checkpoint_every_iters": 2})
+    result = full.train()
+    assert result["iteration"] == 9 and result["epoch"] == 3
+    assert full.iters_per_epoch == 3
+    lines = [json.loads(l) for l in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [l for l in lines if l["type"] == "epoch"]
+    assert [e["steps_timed"] for e in epochs] == [3, 3, 3]
+    assert all(e["step_seconds"] > 0 for e in epochs)
+    starts = [l for l in lines if l["type"] == "epoch_start"]
+    # setup (memory init) is timed once, with the first epoch's start
+    assert "seconds_method_setup" in starts[0] and all("seconds_method_setup" not in s
+                                                        for s in starts[1:])
+    assert all(s["seconds"] >= 0 for s in starts)
+    # the first 3 of each epoch's 4 batches: the same as an uncapped run's first 3 steps
+    uncapped = make_trainer(records, tmp_path / "uncapped", hooks=[KillAt(3)])
+    with pytest.raises(SimulatedKill):
+        uncapped.train()
+    capped_steps = [l for l in iter_records(tmp_path / "full" / "metrics.jsonl") if l["type"] == "iter"]
+    uncapped_steps = [l for l in iter_records(tmp_path / "uncapped" / "metrics.jsonl")
+                      if l["type"] == "iter"]
+    assert capped_steps[:3] == uncapped_steps[:3]
+
+    # killed after iteration 5 (epoch 1, batch 2 of 3; checkpoint at iteration 4) and resumed
+    killed = make_trainer(records, tmp_path / "killed", hooks=[KillAt(5)], solver_kw=short,
+                          train_kw={"checkpoint_every_iters": 2})
+    with pytest.raises(SimulatedKill):
+        killed.train()
+    state = load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")
+    assert (state["iteration"], state["epoch"], state["batch_in_epoch"]) == (4, 1, 1)
+    resumed = make_trainer(records, tmp_path / "killed", solver_kw=short,
+                           train_kw={"checkpoint_every_iters": 2})
+    assert resumed.train(resume=True)["iteration"] == 9
+    for name, value in trained_state(full).items():
+        assert torch.equal(trained_state(resumed)[name], value), name
+
+
+def test_iters_per_epoch_must_be_positive():
+    from personsearch.config import config_from_dict
+    from personsearch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="solver.iters_per_epoch"):
+        config_from_dict({"solver": {"iters_per_epoch": 0}})
+    assert config_from_dict({"solver": {"iters_per_epoch": 5}}).solver.iters_per_epoch == 5

@@ -34,25 +34,40 @@ class Hook:
 class MethodHook(Hook):
     """``method.setup`` (memory initialisation) before training — or ``method.restore`` when
     resuming — and ``method.on_epoch_start`` (pseudo labels) at the start of every epoch not
-    already started before a resume. The epoch-start metrics are logged at once."""
+    already started before a resume. The epoch-start metrics are logged at once, with the
+    seconds they took and, on the first epoch of a fresh start, the seconds of ``setup``."""
+
+    setup_seconds: float | None = None
 
     def before_train(self, trainer: "Trainer") -> None:
         model = trainer.module
-        if trainer.resume_state is not None:
+        clock = time.perf_counter()
+        resumed = trainer.resume_state is not None
+        if resumed:
             trainer.method.restore(model, trainer.train_records, trainer.device,
                                    trainer.resume_state["method_state"])
         else:
             trainer.method.setup(model, trainer.train_records, trainer.device)
         model.train()
+        # logged with the first epoch's start (a resumed run's restore is not timed, so that
+        # its metrics log stays the uninterrupted run's)
+        self.setup_seconds = None if resumed else time.perf_counter() - clock
 
     def before_epoch(self, trainer: "Trainer") -> None:
         if trainer.epoch_started:
             return
+        clock = time.perf_counter()
         metrics = trainer.method.on_epoch_start(trainer.module, trainer.epoch) or {}
+        seconds = time.perf_counter() - clock
         trainer.module.train()
         trainer.epoch_started = True
         trainer.epoch_metrics.update({k: float(v) for k, v in metrics.items()})
-        trainer.log({"type": "epoch_start", **{k: float(v) for k, v in metrics.items()}})
+        timing = {"seconds": seconds}
+        if self.setup_seconds is not None:
+            timing["seconds_method_setup"] = self.setup_seconds
+            self.setup_seconds = None
+        trainer.log({"type": "epoch_start", **{k: float(v) for k, v in metrics.items()},
+                     **timing})
 
 
 class PseudoLabelDiagnosticsHook(Hook):
@@ -68,9 +83,11 @@ class PseudoLabelDiagnosticsHook(Hook):
         report = getattr(trainer.method, "pseudo_label_diagnostics", None)
         if report is None or not trainer.dist.is_main or trainer.batch_in_epoch > 0:
             return
+        clock = time.perf_counter()
         metrics = {f"diag/{k}": float(v) for k, v in report(self.slot_true_ids).items()}
         trainer.epoch_metrics.update(metrics)
-        trainer.log({"type": "pseudo_label_diagnostics", **metrics})
+        trainer.log({"type": "pseudo_label_diagnostics", **metrics,
+                     "seconds": time.perf_counter() - clock})
 
 
 class LRScheduleHook(Hook):
@@ -115,15 +132,24 @@ class LoggingHook(Hook):
         self.bar = ProgressBar(progress)
         self.window_start = time.perf_counter()
         self.window_iters = 0
+        self.step_start = self.window_start
+        self.step_seconds = 0.0  # this process's time in training steps of the epoch
+        self.steps = 0
 
     def before_epoch(self, trainer: "Trainer") -> None:
         self.bar.enabled = self.bar.enabled and trainer.dist.is_main
         self.bar.start(trainer.epoch, trainer.iters_per_epoch, trainer.batch_in_epoch)
         self.window_start = time.perf_counter()
         self.window_iters = 0
+        self.step_seconds, self.steps = 0.0, 0
+
+    def before_step(self, trainer: "Trainer") -> None:
+        self.step_start = time.perf_counter()
 
     def after_step(self, trainer: "Trainer") -> None:
         step = trainer.last_step
+        self.step_seconds += time.perf_counter() - self.step_start
+        self.steps += 1
         self.window_iters += 1
         postfix = {"total": step["total"], **step["losses"]}
         self.bar.update(postfix)
@@ -149,7 +175,10 @@ class LoggingHook(Hook):
             f"mean/{name}": total / max(1, trainer.loss_count)
             for name, total in trainer.loss_sums.items()
         }
-        trainer.log({"type": "epoch", **means, **trainer.epoch_metrics})
+        # step_seconds / steps_timed: the steps this process ran in the epoch (after a resume,
+        # only those since the resume)
+        trainer.log({"type": "epoch", **means, **trainer.epoch_metrics,
+                     "step_seconds": self.step_seconds, "steps_timed": self.steps})
 
     def close(self, trainer: "Trainer") -> None:
         self.bar.close()

@@ -25,6 +25,7 @@ warm-up / k for a global batch k times the reference batch.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 from contextlib import nullcontext
@@ -175,7 +176,8 @@ class Trainer:
         self.config = config or {}
         self.model_kwargs = model_kwargs or {}
         self.epochs = solver.epochs
-        self.iters_per_epoch = len(loader)
+        # solver.iters_per_epoch: a short epoch of the first batches of each epoch's order
+        self.iters_per_epoch = min(len(loader), solver.iters_per_epoch or len(loader))
         if hasattr(loader, "use_device"):
             loader.use_device(self.device)  # pinned host batches on CUDA
         if self.iters_per_epoch <= 0:
@@ -356,7 +358,9 @@ class Trainer:
             self._call("before_train")
             while self.epoch < self.epochs:
                 self._call("before_epoch")
-                for batch in self.loader.batches(self.epoch, self.batch_in_epoch):
+                remaining = max(0, self.iters_per_epoch - self.batch_in_epoch)
+                batches = self.loader.batches(self.epoch, self.batch_in_epoch)
+                for batch in itertools.islice(batches, remaining):
                     self._call("before_step")
                     self._step(batch)
                     self._call("after_step")
