@@ -9,6 +9,10 @@
                             [--workers N] [--gallery-sizes 50,100] [--resume]
         the real benchmark's counts and image sizes (docs/synthetic_data.md); --frames scales
         it down keeping the proportions, any explicit flag wins over the preset.
+    personsearch data synth OUT --video [--cameras 2] [--identities 4] [--seconds 20] [--fps 10]
+                            [--width 640 --height 360] [--seed S]
+        synthetic videos (persons walking across two cameras), a photo per person and a
+        ground-truth sidecar (data/synth/video.py) for search over video files.
     personsearch data masks ROOT --format prw|cuhk-sysu|coco [--method grabcut|box|schp]
                             [--weights FILE] [--split train] [--workers N] [--device auto]
                             [--overwrite]
@@ -54,6 +58,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="image width (px); with --like cuhk-sysu-full a fixed size")
     synth.add_argument("--height", type=int, default=None, help="image height (px)")
     synth.add_argument("--difficulty", choices=("easy", "normal", "hard"), default="normal")
+    synth.add_argument("--video", action="store_true",
+                       help="write synthetic videos (OUT/videos), one photo per person (OUT/photos) and "
+                            "OUT/ground_truth.json instead of a dataset")
+    synth.add_argument("--cameras", type=int, default=2, help="--video: cameras, one video each (default 2)")
+    synth.add_argument("--identities", type=int, default=4,
+                       help="--video: persons walking through every camera (default 4)")
+    synth.add_argument("--seconds", type=float, default=20.0, help="--video: length of each video (default 20)")
+    synth.add_argument("--fps", type=int, default=10, help="--video: frames a second (default 10)")
     masks = actions.add_parser("masks", help="write person masks for SSL's background filtering")
     masks.add_argument("root", help="dataset root folder (masks go to ROOT/masks/)")
     masks.add_argument("--format", dest="fmt", required=True,
@@ -90,8 +102,24 @@ def run(args: argparse.Namespace) -> int:
     return _synth(args)
 
 
+def _synth_video(args: argparse.Namespace) -> int:
+    from personsearch.data.synth.video import generate_videos
+
+    counts = generate_videos(args.out, seed=args.seed, cameras=args.cameras, identities=args.identities,
+                             seconds=args.seconds, fps=args.fps, width=args.width or 640,
+                             height=args.height or 360, progress=True)
+    print(f"wrote synthetic videos to {args.out}/videos, photos to {args.out}/photos, "
+          f"ground truth to {args.out}/ground_truth.json")
+    for key, value in counts.items():
+        print(f"  {key}: {value}")
+    return 0
+
+
 def _synth(args: argparse.Namespace) -> int:
     from personsearch.data.synth import generate_dataset
+
+    if args.video:
+        return _synth_video(args)
 
     if args.frames is not None and args.frames <= 0:
         raise SystemExit("personsearch data synth: --frames must be positive")
