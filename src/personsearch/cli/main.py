@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "search": ("search", "search an index with a query person"),
     "serve": ("serve", "serve the search web page"),
     "import-checkpoint": ("import_checkpoint", "convert a released reference checkpoint (SeqNet)"),
+    "demo": ("demo", "the main job end to end: synthetic data, SSL training, evaluation, results picture"),
 }
 
 
