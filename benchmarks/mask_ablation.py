@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -67,10 +66,13 @@ def main() -> None:
 
     data, out = Path(args.data).resolve(), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    # a frozen copy of the preset: every row trains with the same file even if it changes
+    # the preset frozen fully resolved (its base: chain merged): every row trains with the same
+    # settings even if the preset or one of its bases changes
     config = out / "config.yaml"
     if not config.is_file():
-        shutil.copyfile(args.config, config)
+        from personsearch.config import dump_config, load_config
+
+        config.write_text(dump_config(load_config(args.config)))
     base = [f"{k}={json.dumps(v)}" for k, v in ABLATION_ROWS["full"].items()]
     train_records = load_split("prw", data, "train")
     results_file = out / "results.json"
