@@ -60,7 +60,8 @@ def records(tmp_path_factory):
     return write_split(tmp_path_factory.mktemp("split"))
 
 
-WALL_CLOCK_KEYS = ("it_per_s", "seconds", "seconds_method_setup", "step_seconds", "steps_timed")
+WALL_CLOCK_KEYS = ("it_per_s", "seconds", "seconds_method_setup", "step_seconds", "steps_timed",
+                   "cpu_seconds", "cpu_seconds_method_setup", "step_cpu_seconds")
 
 
 def iter_records(path):
@@ -242,12 +243,13 @@ def test_iters_per_epoch_shortens_every_epoch_and_resumes_inside_it(records, tmp
     lines = [json.loads(l) for l in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     epochs = [l for l in lines if l["type"] == "epoch"]
     assert [e["steps_timed"] for e in epochs] == [3, 3, 3]
-    assert all(e["step_seconds"] > 0 for e in epochs)
+    assert all(e["step_seconds"] > 0 and e["step_cpu_seconds"] > 0 for e in epochs)
     starts = [l for l in lines if l["type"] == "epoch_start"]
     # setup (memory init) is timed once, with the first epoch's start
     assert "seconds_method_setup" in starts[0] and all("seconds_method_setup" not in s
                                                         for s in starts[1:])
-    assert all(s["seconds"] >= 0 for s in starts)
+    assert "cpu_seconds_method_setup" in starts[0]
+    assert all(s["seconds"] >= 0 and s["cpu_seconds"] >= 0 for s in starts)
     # the first 3 of each epoch's 4 batches: the same as an uncapped run's first 3 steps
     uncapped = make_trainer(records, tmp_path / "uncapped", hooks=[KillAt(3)])
     with pytest.raises(SimulatedKill):

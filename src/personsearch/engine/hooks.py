@@ -37,11 +37,11 @@ class MethodHook(Hook):
     already started before a resume. The epoch-start metrics are logged at once, with the
     seconds they took and, on the first epoch of a fresh start, the seconds of ``setup``."""
 
-    setup_seconds: float | None = None
+    setup_seconds: tuple[float, float] | None = None  # wall, process CPU
 
     def before_train(self, trainer: "Trainer") -> None:
         model = trainer.module
-        clock = time.perf_counter()
+        clock, cpu_clock = time.perf_counter(), time.process_time()
         resumed = trainer.resume_state is not None
         if resumed:
             trainer.method.restore(model, trainer.train_records, trainer.device,
@@ -51,20 +51,23 @@ class MethodHook(Hook):
         model.train()
         # logged with the first epoch's start (a resumed run's restore is not timed, so that
         # its metrics log stays the uninterrupted run's)
-        self.setup_seconds = None if resumed else time.perf_counter() - clock
+        self.setup_seconds = None if resumed else (time.perf_counter() - clock,
+                                                   time.process_time() - cpu_clock)
 
     def before_epoch(self, trainer: "Trainer") -> None:
         if trainer.epoch_started:
             return
-        clock = time.perf_counter()
+        clock, cpu_clock = time.perf_counter(), time.process_time()
         metrics = trainer.method.on_epoch_start(trainer.module, trainer.epoch) or {}
-        seconds = time.perf_counter() - clock
+        seconds, cpu_seconds = time.perf_counter() - clock, time.process_time() - cpu_clock
         trainer.module.train()
         trainer.epoch_started = True
         trainer.epoch_metrics.update({k: float(v) for k, v in metrics.items()})
-        timing = {"seconds": seconds}
+        # wall seconds, and CPU seconds of this process (all its threads; steadier than wall
+        # time on a shared machine)
+        timing = {"seconds": seconds, "cpu_seconds": cpu_seconds}
         if self.setup_seconds is not None:
-            timing["seconds_method_setup"] = self.setup_seconds
+            timing["seconds_method_setup"], timing["cpu_seconds_method_setup"] = self.setup_seconds
             self.setup_seconds = None
         trainer.log({"type": "epoch_start", **{k: float(v) for k, v in metrics.items()},
                      **timing})
@@ -83,11 +86,12 @@ class PseudoLabelDiagnosticsHook(Hook):
         report = getattr(trainer.method, "pseudo_label_diagnostics", None)
         if report is None or not trainer.dist.is_main or trainer.batch_in_epoch > 0:
             return
-        clock = time.perf_counter()
+        clock, cpu_clock = time.perf_counter(), time.process_time()
         metrics = {f"diag/{k}": float(v) for k, v in report(self.slot_true_ids).items()}
         trainer.epoch_metrics.update(metrics)
         trainer.log({"type": "pseudo_label_diagnostics", **metrics,
-                     "seconds": time.perf_counter() - clock})
+                     "seconds": time.perf_counter() - clock,
+                     "cpu_seconds": time.process_time() - cpu_clock})
 
 
 class LRScheduleHook(Hook):
@@ -133,7 +137,9 @@ class LoggingHook(Hook):
         self.window_start = time.perf_counter()
         self.window_iters = 0
         self.step_start = self.window_start
+        self.step_cpu_start = time.process_time()
         self.step_seconds = 0.0  # this process's time in training steps of the epoch
+        self.step_cpu_seconds = 0.0
         self.steps = 0
 
     def before_epoch(self, trainer: "Trainer") -> None:
@@ -141,14 +147,15 @@ class LoggingHook(Hook):
         self.bar.start(trainer.epoch, trainer.iters_per_epoch, trainer.batch_in_epoch)
         self.window_start = time.perf_counter()
         self.window_iters = 0
-        self.step_seconds, self.steps = 0.0, 0
+        self.step_seconds, self.step_cpu_seconds, self.steps = 0.0, 0.0, 0
 
     def before_step(self, trainer: "Trainer") -> None:
-        self.step_start = time.perf_counter()
+        self.step_start, self.step_cpu_start = time.perf_counter(), time.process_time()
 
     def after_step(self, trainer: "Trainer") -> None:
         step = trainer.last_step
         self.step_seconds += time.perf_counter() - self.step_start
+        self.step_cpu_seconds += time.process_time() - self.step_cpu_start
         self.steps += 1
         self.window_iters += 1
         postfix = {"total": step["total"], **step["losses"]}
@@ -178,7 +185,8 @@ class LoggingHook(Hook):
         # step_seconds / steps_timed: the steps this process ran in the epoch (after a resume,
         # only those since the resume)
         trainer.log({"type": "epoch", **means, **trainer.epoch_metrics,
-                     "step_seconds": self.step_seconds, "steps_timed": self.steps})
+                     "step_seconds": self.step_seconds, "step_cpu_seconds": self.step_cpu_seconds,
+                     "steps_timed": self.steps})
 
     def close(self, trainer: "Trainer") -> None:
         self.bar.close()
