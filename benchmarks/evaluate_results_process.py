@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -33,6 +32,8 @@ from personsearch.data.cuhk_sysu import CuhkQuery
 from personsearch.data.records import SceneRecord
 from personsearch.data.writers import write_cuhk_sysu, write_prw
 from personsearch.evaluation.results_file import write_results_file
+
+from timing import cpu_model  # benchmarks/timing.py, beside this script
 
 DIM = 256
 
@@ -144,17 +145,6 @@ def write_results(path: Path, gallery_names: list[str], num_queries: int,
     query_feats = rng.standard_normal((num_queries, DIM)).astype(np.float32)
     query_feats /= np.linalg.norm(query_feats, axis=1, keepdims=True)
     write_results_file(path, gallery_names, dets, feats, query_feats)
-
-
-def cpu_model() -> str:
-    """The CPU's model name (as lscpu shows it), or the machine type where it cannot be read."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def time_process(arguments: list[str], cache: Path) -> float:
