@@ -41,6 +41,8 @@ Backbone = Literal["resnet50", "resnet18", "small"]  # personsearch.models.backb
 RoiPooling = Literal["roi_align", "deform_roi_pool"]  # = models.roi_heads.ROI_POOLING_KINDS
 RoiHead = Literal["seqnet", "cgps"]  # two sequential heads (SeqNet) | CGPS's single head
 BoxLoss = Literal["l1", "smooth_l1", "smooth_l1_beta_1_9"]  # = losses.detection.BOX_LOSSES
+ResnetStyle = Literal["pytorch", "caffe"]  # = models.backbones.RESNET_STYLES
+ChannelOrder = Literal["rgb", "bgr"]  # = models.backbones.CHANNEL_ORDERS
 LrScaling = Literal["linear", "none"]
 
 
@@ -105,6 +107,17 @@ class ModelConfig:
     rpn_min_size_test: float = 1e-3  # (mmdet CGPS 16)
     rpn_box_loss: BoxLoss = "smooth_l1_beta_1_9"  # smooth_l1: beta 1
     roi_box_loss: BoxLoss = "smooth_l1_beta_1_9"
+    # where a bottleneck block strides: pytorch (3x3 conv, torchvision) | caffe (first 1x1, mmdet CGPS)
+    resnet_style: ResnetStyle = "pytorch"
+    # the input the backbone's weights expect, 0..255 pixels in channel_order; default ImageNet
+    # RGB = what the data pipelines give; caffe (CGPS): bgr, 103.53/116.28/123.675, std 1
+    pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
+    pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    channel_order: ChannelOrder = "rgb"
+    anchor_rounding: bool = True  # cell anchors rounded to integers (torchvision, SeqNet); mmdet 2.x (CGPS): false
+
+    def __post_init__(self) -> None:
+        _check(all(value > 0 for value in self.pixel_std), "model.pixel_std", "must be > 0")
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ anchors  [H*W*A, 4] x1y1x2y2 in input pixels, location-major (row, column), then
          cell anchors; the RPN head output is flattened in the same order.
 
 Ratios are h/w (as torchvision): ratio 2.0 is a box twice as tall as wide. Every anchor of
-one size has the area size**2 (before rounding). Cell anchors are rounded to integers and
-anchors sit at (x * stride, y * stride) for the feature cell (x, y), as torchvision does.
+one size has the area size**2 (before rounding). Cell anchors are rounded to integers
+(``round_cells=True``, torchvision / SeqNet) or kept exact (mmdetection 2.x / CGPS), and
+anchors sit at (x * stride, y * stride) for the feature cell (x, y), as both do.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import torch
 from torch import Tensor, nn
 
 
-def make_cell_anchors(sizes: Sequence[float], ratios: Sequence[float]) -> Tensor:
-    """[A, 4] anchors centred on the origin, A = len(ratios) * len(sizes), ratio-major."""
+def make_cell_anchors(sizes: Sequence[float], ratios: Sequence[float], round_cells: bool = True) -> Tensor:
+    """[A, 4] anchors centred on the origin, A = len(ratios) * len(sizes), ratio-major;
+    coordinates rounded to integers when ``round_cells``."""
     if len(sizes) == 0 or len(ratios) == 0:
         raise ValueError("anchor sizes and ratios must not be empty")
     if any(s <= 0 for s in sizes) or any(r <= 0 for r in ratios):
@@ -34,20 +36,21 @@ def make_cell_anchors(sizes: Sequence[float], ratios: Sequence[float]) -> Tensor
     widths = (w_ratios[:, None] * scales[None, :]).reshape(-1)
     heights = (h_ratios[:, None] * scales[None, :]).reshape(-1)
     cell = torch.stack([-widths, -heights, widths, heights], dim=1) / 2
-    return cell.round()
+    return cell.round() if round_cells else cell
 
 
 class AnchorGenerator(nn.Module):
     """Anchors of one feature map of the given stride."""
 
-    def __init__(self, sizes: Sequence[float], ratios: Sequence[float], stride: int = 16) -> None:
+    def __init__(self, sizes: Sequence[float], ratios: Sequence[float], stride: int = 16,
+                 round_cells: bool = True) -> None:
         super().__init__()
         if stride <= 0:
             raise ValueError(f"anchor stride must be positive, got {stride}")
         self.sizes = tuple(float(s) for s in sizes)
         self.ratios = tuple(float(r) for r in ratios)
         self.stride = int(stride)
-        self.register_buffer("cell_anchors", make_cell_anchors(self.sizes, self.ratios), persistent=False)
+        self.register_buffer("cell_anchors", make_cell_anchors(self.sizes, self.ratios, round_cells), persistent=False)
 
     @property
     def num_anchors_per_location(self) -> int:

@@ -15,6 +15,18 @@ loaded once; ``body`` (stem + layer1..3) shares its modules, ``make_head()`` dee
 (res5) so each RoI head (e.g. SeqNet's box head and re-id head) trains its own copy starting
 from the same weights.
 
+``resnet_style`` (bottleneck ResNets): "pytorch" puts a downsampling block's stride on its 3x3
+conv (torchvision's ResNet v1.5), "caffe" on its first 1x1 conv (the original MSRA / Caffe
+ResNet, mmdetection's ``style='caffe'``, which CGPS's released models use). The parameters and
+their shapes are the same; the computed features are not.
+
+``PixelRenormalization`` (first child of ``body`` when the backbone expects other input than
+ours): every data pipeline gives images as RGB with ImageNet mean/std on 0..1 pixels
+(``data.transforms.IMAGENET_MEAN``/``IMAGENET_STD``); a backbone whose weights were trained
+on other input (caffe: BGR, mean 103.53/116.28/123.675 subtracted from 0..255 pixels, std 1)
+gets it re-normalised by one per-channel affine map and channel permutation. The default
+settings (ImageNet RGB) add no module at all.
+
 ``small`` is a narrow BasicBlock ResNet (widths 16/32/64/128) for CPU demos and tests, with the
 same split (C4 = 64 ch at stride 16, head = a stride-2 stage to 128 ch). It has no pretrained
 weights. Measured on this project's 2-core CPU (torch 2.13, fp32, one 3x544x960 image, batch 1,
@@ -32,10 +44,16 @@ import torch
 from torch import Tensor, nn
 
 from personsearch.errors import CheckpointError
+from personsearch.models.state_dict_check import compare_state_dicts, show_keys
 
 __all__ = [
     "BackboneParts",
+    "CHANNEL_ORDERS",
     "FrozenBatchNorm2d",
+    "IMAGENET_PIXEL_MEAN",
+    "IMAGENET_PIXEL_STD",
+    "PixelRenormalization",
+    "RESNET_STYLES",
     "ResNet",
     "build_backbone",
     "resnet_state_dict_keys",
@@ -48,6 +66,46 @@ __all__ = [
 #: project's 2-core CPU while it was shared (load average 10.9): 1365 ms contiguous, 432 ms
 #: channels_last. An idle machine is faster; rerun the benchmark for your own numbers.
 SMALL_BACKBONE_COST = {"input": (3, 544, 960), "gflops": 1.38, "ms_channels_last": 432, "ms_contiguous": 1365}
+
+RESNET_STYLES = ("pytorch", "caffe")
+CHANNEL_ORDERS = ("rgb", "bgr")
+#: The input every data pipeline produces, in 0..255 pixel units, RGB: ImageNet mean / std.
+IMAGENET_PIXEL_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+class PixelRenormalization(nn.Module):
+    """Images normalised like ours (RGB, ImageNet mean/std) -> the input a backbone was trained
+    on: channels in ``channel_order``, ``(pixel - pixel_mean) / pixel_std`` on 0..255 pixels
+    (mean and std given in that channel order). [B, 3, H, W] -> [B, 3, H, W].
+
+    out[c] = x[source[c]] * scale[c] + shift[c], with source the channel permutation and
+    scale, shift folding our de-normalisation and the target normalisation together."""
+
+    def __init__(self, pixel_mean: tuple[float, float, float], pixel_std: tuple[float, float, float],
+                 channel_order: str) -> None:
+        super().__init__()
+        if channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}")
+        if len(pixel_mean) != 3 or len(pixel_std) != 3 or any(s <= 0 for s in pixel_std):
+            raise ValueError(f"pixel_mean and pixel_std need 3 values each (std > 0), got {pixel_mean}, {pixel_std}")
+        self.channel_order = channel_order
+        source = [2, 1, 0] if channel_order == "bgr" else [0, 1, 2]
+        ours_mean = torch.tensor(IMAGENET_PIXEL_MEAN, dtype=torch.float64)[source]
+        ours_std = torch.tensor(IMAGENET_PIXEL_STD, dtype=torch.float64)[source]
+        target_mean = torch.tensor(pixel_mean, dtype=torch.float64)
+        target_std = torch.tensor(pixel_std, dtype=torch.float64)
+        # non-persistent: the settings live in the model kwargs, the state dict stays the backbone's
+        self.register_buffer("source", torch.tensor(source), persistent=False)
+        self.register_buffer("scale", (ours_std / target_std).float(), persistent=False)
+        self.register_buffer("shift", ((ours_mean - target_mean) / target_std).float(), persistent=False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        picked = images.index_select(1, self.source)
+        return picked * self.scale[None, :, None, None].to(images.dtype) + self.shift[None, :, None, None].to(images.dtype)
+
+    def extra_repr(self) -> str:
+        return f"channel_order={self.channel_order}"
 
 
 class FrozenBatchNorm2d(nn.Module):
@@ -120,15 +178,19 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """torchvision's ResNet v1.5 bottleneck (stride on the 3x3 conv)."""
+    """ResNet bottleneck: stride on the 3x3 conv (``style="pytorch"``, torchvision's v1.5) or on
+    the first 1x1 conv (``style="caffe"``, the original ResNet / mmdetection caffe style)."""
 
     expansion = 4
 
-    def __init__(self, in_ch: int, width: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+    def __init__(self, in_ch: int, width: int, stride: int = 1, downsample: nn.Module | None = None,
+                 style: str = "pytorch") -> None:
         super().__init__()
-        self.conv1 = _conv1x1(in_ch, width)
+        if style not in RESNET_STYLES:
+            raise ValueError(f"resnet style must be one of {RESNET_STYLES}, got {style!r}")
+        self.conv1 = _conv1x1(in_ch, width, stride if style == "caffe" else 1)
         self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = _conv3x3(width, width, stride)
+        self.conv2 = _conv3x3(width, width, stride if style == "pytorch" else 1)
         self.bn2 = nn.BatchNorm2d(width)
         self.conv3 = _conv1x1(width, width * self.expansion)
         self.bn3 = nn.BatchNorm2d(width * self.expansion)
@@ -144,7 +206,8 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    """ResNet with torchvision's module names (conv1, bn1, layer1..4, fc)."""
+    """ResNet with torchvision's module names (conv1, bn1, layer1..4, fc). ``style`` places the
+    stride of bottleneck blocks (see Bottleneck); BasicBlock ResNets have one style only."""
 
     def __init__(
         self,
@@ -153,8 +216,15 @@ class ResNet(nn.Module):
         widths: tuple[int, int, int, int] = (64, 128, 256, 512),
         stem_width: int = 64,
         num_classes: int = 1000,
+        style: str = "pytorch",
     ) -> None:
         super().__init__()
+        if style not in RESNET_STYLES:
+            raise ValueError(f"resnet style must be one of {RESNET_STYLES}, got {style!r}")
+        if style != "pytorch" and block is not Bottleneck:
+            raise ValueError(f"resnet style {style!r} places the stride inside bottleneck blocks; "
+                             f"this ResNet has {block.__name__}s (use style 'pytorch')")
+        block_style = {"style": style} if block is Bottleneck else {}
         self.conv1 = nn.Conv2d(3, stem_width, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(stem_width)
         self.relu = nn.ReLU(inplace=True)
@@ -168,9 +238,9 @@ class ResNet(nn.Module):
                 downsample = nn.Sequential(
                     _conv1x1(in_ch, width * block.expansion, stride), nn.BatchNorm2d(width * block.expansion)
                 )
-            layer = [block(in_ch, width, stride, downsample)]
+            layer = [block(in_ch, width, stride, downsample, **block_style)]
             in_ch = width * block.expansion
-            layer += [block(in_ch, width) for _ in range(1, blocks)]
+            layer += [block(in_ch, width, **block_style) for _ in range(1, blocks)]
             stages.append(nn.Sequential(*layer))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -190,10 +260,10 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-_ARCHS: dict[str, Callable[[], ResNet]] = {
-    "resnet50": lambda: ResNet(Bottleneck, (3, 4, 6, 3)),
-    "resnet18": lambda: ResNet(BasicBlock, (2, 2, 2, 2)),
-    "small": lambda: ResNet(BasicBlock, (1, 1, 1, 1), widths=(16, 32, 64, 128), stem_width=16),
+_ARCHS: dict[str, Callable[[str], ResNet]] = {
+    "resnet50": lambda style: ResNet(Bottleneck, (3, 4, 6, 3), style=style),
+    "resnet18": lambda style: ResNet(BasicBlock, (2, 2, 2, 2), style=style),
+    "small": lambda style: ResNet(BasicBlock, (1, 1, 1, 1), widths=(16, 32, 64, 128), stem_width=16, style=style),
 }
 
 
@@ -202,10 +272,10 @@ def resnet_state_dict_keys(name: str) -> list[str]:
     return list(_build_arch(name).state_dict().keys())
 
 
-def _build_arch(name: str) -> ResNet:
+def _build_arch(name: str, style: str = "pytorch") -> ResNet:
     if name not in _ARCHS:
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(_ARCHS)}")
-    return _ARCHS[name]()
+    return _ARCHS[name](style)
 
 
 def _read_state_dict(weights: str) -> dict[str, Tensor]:
@@ -234,17 +304,13 @@ def _read_state_dict(weights: str) -> dict[str, Tensor]:
 def load_resnet_weights(model: ResNet, weights: str) -> None:
     """Load a torchvision-named state dict (file path or URL) into ``model`` with a strict key check."""
     state = _read_state_dict(weights)
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        def show(keys: list[str]) -> str:
-            return ", ".join(keys[:10]) + (f", ... ({len(keys)} in all)" if len(keys) > 10 else "")
+    diff = compare_state_dicts(state, model.state_dict())
+    if diff.missing or diff.unexpected:
         raise CheckpointError(
             f"{weights}: state dict does not match the backbone architecture; "
-            f"missing keys: [{show(missing)}]; unexpected keys: [{show(unexpected)}]"
+            f"missing keys: [{show_keys(diff.missing, 10)}]; unexpected keys: [{show_keys(diff.unexpected, 10)}]"
         )
-    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items() if state[k].shape != v.shape]
+    wrong = [f"{k} {shape} != {wanted}" for k, shape, wanted in diff.mismatched]
     if wrong:
         raise CheckpointError(f"{weights}: tensor shapes do not match the backbone: {'; '.join(wrong[:10])}")
     model.load_state_dict(state, strict=True)
@@ -262,10 +328,13 @@ def _freeze_batchnorms(module: nn.Module) -> nn.Module:
 
 
 class Body(nn.Sequential):
-    """Stem + layer1..layer3 -> C4 map (stride 16). Keeps torchvision names for its children."""
+    """[PixelRenormalization +] stem + layer1..layer3 -> C4 map (stride 16). Keeps torchvision
+    names for its children (the renormalisation has no state dict entries)."""
 
-    def __init__(self, resnet: ResNet) -> None:
+    def __init__(self, resnet: ResNet, renormalize: PixelRenormalization | None = None) -> None:
         super().__init__()
+        if renormalize is not None:
+            self.add_module("renormalize", renormalize)
         for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3"):
             self.add_module(name, getattr(resnet, name))
         self.out_channels = resnet.c4_channels
@@ -296,7 +365,14 @@ class BackboneParts:
 
 
 def build_backbone(
-    name: str, weights: str | None = None, frozen_stem: bool = True, frozen_bn: bool = False
+    name: str,
+    weights: str | None = None,
+    frozen_stem: bool = True,
+    frozen_bn: bool = False,
+    style: str = "pytorch",
+    pixel_mean: tuple[float, float, float] = IMAGENET_PIXEL_MEAN,
+    pixel_std: tuple[float, float, float] = IMAGENET_PIXEL_STD,
+    channel_order: str = "rgb",
 ) -> BackboneParts:
     """Build ``resnet50`` | ``resnet18`` | ``small`` split at C4.
 
@@ -306,8 +382,15 @@ def build_backbone(
         frozen_stem: conv1 + bn1 parameters get ``requires_grad=False`` (bn1 still normalises with
             batch statistics in training unless ``frozen_bn``).
         frozen_bn: every BatchNorm (body and head) becomes a FrozenBatchNorm2d.
+        style: "pytorch" | "caffe", where a bottleneck block strides (see Bottleneck).
+        pixel_mean, pixel_std, channel_order: the input the backbone's weights expect (0..255
+            pixels, mean/std in ``channel_order``); other than ImageNet RGB adds a
+            PixelRenormalization in front of the body.
     """
-    resnet = _build_arch(name)
+    resnet = _build_arch(name, style)
+    same_input = (channel_order == "rgb" and tuple(map(float, pixel_mean)) == IMAGENET_PIXEL_MEAN
+                  and tuple(map(float, pixel_std)) == IMAGENET_PIXEL_STD)
+    renormalize = None if same_input else PixelRenormalization(tuple(pixel_mean), tuple(pixel_std), channel_order)
     if weights is not None:
         load_resnet_weights(resnet, str(weights))
     if frozen_bn:
@@ -315,7 +398,7 @@ def build_backbone(
     if frozen_stem:  # SeqNet: conv1 and bn1's affine parameters get no gradient
         for parameter in (*resnet.conv1.parameters(), *resnet.bn1.parameters()):
             parameter.requires_grad_(False)
-    body = Body(resnet)
+    body = Body(resnet, renormalize)
     return BackboneParts(
         name=name,
         body=body,

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from personsearch.models.anchors import AnchorGenerator
 from personsearch.losses.detection import BOX_LOSSES
-from personsearch.models.backbones import build_backbone
+from personsearch.models.backbones import IMAGENET_PIXEL_MEAN, IMAGENET_PIXEL_STD, build_backbone
 from personsearch.models.cgps_head import CGPSEmbedding, CGPSRoIHeads
 from personsearch.models.embedding import BNNeckBoxRegressor, NormAwareEmbedding
 from personsearch.models.roi_heads import (
@@ -217,6 +217,11 @@ def build_model(
     rpn_min_size_test: float = 1e-3,
     rpn_box_loss: str = "smooth_l1_beta_1_9",
     roi_box_loss: str = "smooth_l1_beta_1_9",
+    resnet_style: str = "pytorch",
+    pixel_mean: tuple = IMAGENET_PIXEL_MEAN,
+    pixel_std: tuple = IMAGENET_PIXEL_STD,
+    channel_order: str = "rgb",
+    anchor_rounding: bool = True,
 ) -> PersonSearchModel:
     """The person search model from the model kwargs (docs/architecture.md).
 
@@ -224,18 +229,26 @@ def build_model(
     box_score_thresh / box_nms_thresh / detections_per_image, ignores separate_box_head and
     reid_nms_thresh). ``roi_aligned``: RoIAlign with the half-pixel offset (mmcv, CGPS/DICL).
     ``rpn_min_size_*``: smallest proposal side kept. ``*_box_loss``: one of
-    losses.detection.BOX_LOSSES (the reference each preset follows)."""
+    losses.detection.BOX_LOSSES (the reference each preset follows). ``resnet_style``: "pytorch"
+    (stride on the 3x3 conv) or "caffe" (on the first 1x1, mmdetection's caffe-style ResNet of
+    CGPS). ``pixel_mean`` / ``pixel_std`` / ``channel_order``: the input the backbone's weights
+    expect (0..255 pixels; caffe: BGR, 103.53/116.28/123.675, std 1); the defaults are the
+    ImageNet RGB normalisation of every data pipeline (models.backbones.PixelRenormalization).
+    ``anchor_rounding``: cell anchors rounded to integers (torchvision, SeqNet) or exact
+    (mmdetection 2.x, CGPS)."""
     if roi_head not in ROI_HEAD_KINDS:
         raise ValueError(f"roi_head must be one of {ROI_HEAD_KINDS}, got {roi_head!r}")
     for name, value in (("rpn_box_loss", rpn_box_loss), ("roi_box_loss", roi_box_loss)):
         if value not in BOX_LOSSES:
             raise ValueError(f"{name} must be one of {BOX_LOSSES}, got {value!r}")
-    parts = build_backbone(backbone, weights=backbone_weights, frozen_stem=frozen_stem, frozen_bn=frozen_bn)
+    parts = build_backbone(backbone, weights=backbone_weights, frozen_stem=frozen_stem, frozen_bn=frozen_bn,
+                           style=resnet_style, pixel_mean=tuple(pixel_mean), pixel_std=tuple(pixel_std),
+                           channel_order=channel_order)
     res4_channels = parts.body.out_channels
     res5_channels = parts.head_out_channels
     stride = parts.body.stride
 
-    anchor_generator = AnchorGenerator(anchor_sizes, anchor_ratios, stride=stride)
+    anchor_generator = AnchorGenerator(anchor_sizes, anchor_ratios, stride=stride, round_cells=anchor_rounding)
     rpn = RegionProposalNetwork(
         RPNHead(res4_channels, anchor_generator.num_anchors_per_location),
         anchor_generator,

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from personsearch.errors import CheckpointError
+from personsearch.models.state_dict_check import compare_state_dicts, show_keys
 
 # SCHP's input normalisation, BGR order (its images come from cv2.imread)
 SCHP_MEAN_BGR = (0.406, 0.456, 0.485)
@@ -252,11 +253,6 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
 
 
-def _list(names: list[str], limit: int = 5) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
-
-
 def load_schp(path: str | Path, dataset: str | None = None) -> tuple[SCHPNet, ParserDataset]:
     """SCHP network in eval mode with the weights of ``path`` (a released SCHP checkpoint:
     ``{'state_dict': {'module.<name>': tensor}}``; a bare state dict and names without the
@@ -269,7 +265,7 @@ def load_schp(path: str | Path, dataset: str | None = None) -> tuple[SCHPNet, Pa
     if classifier not in state:
         raise CheckpointError(f"{path}: no {classifier!r} (the parsing classifier): not an SCHP "
                               f"checkpoint (it has {len(state)} tensors, e.g. "
-                              f"{_list(sorted(state), 3)})")
+                              f"{show_keys(sorted(state), 3)})")
     num_classes = int(state[classifier].shape[0])
     by_count = {d.num_classes: d for d in SCHP_DATASETS.values()}
     if dataset is not None:
@@ -289,18 +285,16 @@ def load_schp(path: str | Path, dataset: str | None = None) -> tuple[SCHPNet, Pa
         model = SCHPNet(info.num_classes)
     expected_state = {k: v for k, v in model.state_dict().items() if not _is_tracked_count(k)}
     given = {k: v for k, v in state.items() if not _is_tracked_count(k)}
-    missing = sorted(set(expected_state) - set(given))
-    unexpected = sorted(set(given) - set(expected_state))
-    mismatched = sorted(f"{k} {tuple(given[k].shape)} (expected {tuple(expected_state[k].shape)})"
-                        for k in set(given) & set(expected_state)
-                        if given[k].shape != expected_state[k].shape)
+    diff = compare_state_dicts(given, expected_state)
+    missing, unexpected = sorted(diff.missing), sorted(diff.unexpected)
+    mismatched = sorted(f"{k} {shape} (expected {wanted})" for k, shape, wanted in diff.mismatched)
     problems = []
     if missing:
-        problems.append(f"missing {_list(missing)}")
+        problems.append(f"missing {show_keys(missing, 5)}")
     if unexpected:
-        problems.append(f"unexpected {_list(unexpected)}")
+        problems.append(f"unexpected {show_keys(unexpected, 5)}")
     if mismatched:
-        problems.append(f"shape mismatch {_list(mismatched)}")
+        problems.append(f"shape mismatch {show_keys(mismatched, 5)}")
     if problems:
         raise CheckpointError(f"{path}: not the SCHP ResNet-101 parser with {info.num_classes} "
                               f"classes: " + "; ".join(problems))
