@@ -56,8 +56,10 @@ class ModelEmbedder:
 
     def __init__(self, model, fingerprint: str, min_size: int = 900, max_size: int = 1500,
                  checkpoint: str = "", method: str | None = None,
-                 checkpoint_test_proposals: int | None = None) -> None:
+                 checkpoint_test_proposals: int | None = None, path=None) -> None:
         import torch
+
+        from personsearch.precision.paths import InferencePath
 
         from personsearch.models.inference import current_test_proposals
 
@@ -74,6 +76,9 @@ class ModelEmbedder:
         self.method = method
         self.device = next(model.parameters()).device
         self._torch = torch
+        # precision.paths.InferencePath: bf16 autocast / channels_last (default: float32, channels_last)
+        self.path = path if path is not None else InferencePath("fp32", bf16=False, channels_last=True)
+        self.precision = self.path.name
 
     def _batch(self, images: list[np.ndarray]):
         from personsearch.data.transforms import batch_images, preprocess
@@ -84,12 +89,15 @@ class ModelEmbedder:
             tensors.append(tensor)
             scales.append(scale)
         batch, sizes = batch_images(tensors)
-        batch = batch.to(self.device).contiguous(memory_format=self._torch.channels_last)
+        batch = batch.to(self.device)
+        if self.path.channels_last:
+            batch = batch.contiguous(memory_format=self._torch.channels_last)
         return batch, sizes, scales
 
     def detect(self, images: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         batch, sizes, scales = self._batch(images)
-        detections = self.model.detect(batch, sizes)
+        with self.path.autocast():
+            detections = self.model.detect(batch, sizes)
         out = []
         for det, scale in zip(detections, scales):
             out.append((
@@ -102,27 +110,22 @@ class ModelEmbedder:
     def embed(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         batch, sizes, scales = self._batch([image])
         scaled = self._torch.as_tensor(np.asarray(boxes, dtype=np.float32) * scales[0])
-        (embeddings,) = self.model.embed_boxes(batch, sizes, [scaled])
+        with self.path.autocast():
+            (embeddings,) = self.model.embed_boxes(batch, sizes, [scaled])
         return embeddings.detach().cpu().float().numpy().astype(np.float32)
 
 
 def load_embedder(checkpoint: str | Path, min_size: int | None = None, max_size: int | None = None,
-                  device: str = "cpu", test_proposals: int | None = None) -> ModelEmbedder:
-    """Load a checkpoint (engine.checkpoint.load_model) and fold its BatchNorms, channels_last
-    (models.inference.prepare_for_inference: the evaluation's default path, equal up to float
-    rounding). The preprocessing sizes default to the checkpoint's ``eval`` config section
-    (900 / 1500 when it has none); ``test_proposals`` to the checkpoint's RPN setting."""
-    from personsearch.engine.checkpoint import load_model
-    from personsearch.models.inference import current_test_proposals, prepare_for_inference, set_test_proposals
+                  device: str = "cpu", test_proposals: int | None = None, precision: str = "fp32") -> ModelEmbedder:
+    """Load a checkpoint at ``precision`` (precision.load.load_for_inference: fp32 = BatchNorms
+    folded, channels_last, the evaluation's default path; bf16; int8 from a quantized
+    checkpoint; auto = the fastest that passes an accuracy check on this machine). The
+    preprocessing sizes default to the checkpoint's ``eval`` config section (900 / 1500 when it
+    has none); ``test_proposals`` to the checkpoint's RPN setting."""
+    from personsearch.precision.load import load_for_inference
 
-    model, info = load_model(checkpoint, device=device)
-    checkpoint_test_proposals = current_test_proposals(model)
-    if test_proposals is not None:
-        try:
-            set_test_proposals(model, test_proposals)
-        except ValueError as error:
-            raise PersonSearchError(f"--test-proposals: {error}") from None
-    prepare_for_inference(model)
+    model, info, path = load_for_inference(checkpoint, precision, device=device, test_proposals=test_proposals,
+                                           min_size=min_size, max_size=max_size)
     eval_config = (info.get("config") or {}).get("eval") or {}
     return ModelEmbedder(
         model,
@@ -131,7 +134,8 @@ def load_embedder(checkpoint: str | Path, min_size: int | None = None, max_size:
         max_size=int(max_size if max_size is not None else eval_config.get("max_size", 1500)),
         checkpoint=str(Path(checkpoint).resolve()),
         method=info.get("method"),
-        checkpoint_test_proposals=checkpoint_test_proposals,
+        checkpoint_test_proposals=info["checkpoint_test_proposals"],
+        path=path,
     )
 
 
@@ -399,20 +403,27 @@ def _update(store: GalleryStore, embedder: Embedder, images_root: Path, batch_si
         for start in range(0, len(pending), batch_size):
             chunk = pending[start:start + batch_size]
             new_images = _process_batch(embedder, images_root, chunk, store.settings.min_score)
-            vectors.add(new_images)
             report.failed += sum(1 for item in new_images if item.error)
-            report.persons_added += sum(len(item.boxes) for item in new_images)
-            report.processed.extend(item.rel_path for item in new_images)
-            bar.update(len(chunk))
-            bar.set_postfix(persons=report.persons_added, refresh=False)
-            if on_batch is not None:
-                on_batch(batch_number)
-            batch_number += 1
+            batch_number = store_batch(vectors, new_images, report, bar, on_batch, batch_number)
     finally:
         bar.close()
     index_videos(store, embedder, images_root, video_plan, vectors, batch_size, progress, on_batch,
                  batch_number, report, tqdm)
     vectors.finish()
+
+
+def store_batch(vectors: VectorUpdater, new_images: list[NewImage], report: BuildReport, bar, on_batch,
+                batch_number: int) -> int:
+    """Commit a processed batch (images or video frames), count it, move the bar, call
+    ``on_batch``; returns the next batch number."""
+    vectors.add(new_images)
+    report.persons_added += sum(len(item.boxes) for item in new_images)
+    report.processed.extend(item.rel_path for item in new_images)
+    bar.update(len(new_images))
+    bar.set_postfix(persons=report.persons_added, refresh=False)
+    if on_batch is not None:
+        on_batch(batch_number)
+    return batch_number + 1
 
 
 def detections_to_keep(boxes: np.ndarray, scores: np.ndarray, embeddings: np.ndarray, min_score: float,

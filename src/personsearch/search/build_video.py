@@ -143,7 +143,7 @@ def index_videos(store: GalleryStore, embedder, root: Path, plan: VideoPlan, vec
 def _commit(store: GalleryStore, embedder, rel_path: str, video_id: int, batch: list[VideoFrame], vectors,
             report, on_batch, batch_number: int, bar) -> int:
     """Detect and embed a batch of frames, store it (one transaction); the next batch number."""
-    from personsearch.search.build import detections_to_keep
+    from personsearch.search.build import detections_to_keep, store_batch
 
     if not batch:
         return batch_number
@@ -157,12 +157,5 @@ def _commit(store: GalleryStore, embedder, rel_path: str, video_id: int, batch: 
             *detections_to_keep(boxes, scores, embeddings, store.settings.min_score, dim),
             video_id=video_id, pts=frame.pts, seconds=frame.seconds,
         ))
-    vectors.add(new_images)
     report.frames_added += len(new_images)
-    report.persons_added += sum(len(item.boxes) for item in new_images)
-    report.processed.extend(item.rel_path for item in new_images)
-    bar.update(len(batch))
-    bar.set_postfix(persons=report.persons_added, refresh=False)
-    if on_batch is not None:
-        on_batch(batch_number)
-    return batch_number + 1
+    return store_batch(vectors, new_images, report, bar, on_batch, batch_number)
