@@ -172,3 +172,87 @@ def test_bf16_autocast_and_channels_last():
         assert out_bf.dtype == torch.bfloat16 and head_bf.shape[1] == parts.head_out_channels
         rel = (out_bf.float() - ref).norm() / ref.norm()
         assert rel < 0.05
+
+
+def _picking_bottleneck(style):
+    """One stride-2 bottleneck, 1 -> 4 channels, BN removed, weights chosen by hand: conv1 and
+    conv3 copy channel 0, conv2 takes the right-hand neighbour, the shortcut adds 0."""
+    block = backbones.Bottleneck(1, 1, stride=2, downsample=nn.Conv2d(1, 4, 1, stride=2, bias=False), style=style)
+    block.bn1, block.bn2, block.bn3 = nn.Identity(), nn.Identity(), nn.Identity()
+    with torch.no_grad():
+        block.conv1.weight.fill_(1.0)
+        block.conv2.weight.zero_()
+        block.conv2.weight[0, 0, 1, 2] = 1.0
+        block.conv3.weight.zero_()
+        block.conv3.weight[0, 0] = 1.0
+        block.downsample.weight.zero_()
+    return block
+
+
+@pytest.mark.parametrize("style, expected", [
+    # caffe: the 1x1 conv subsamples first (pixels of even rows/columns), then the right-hand
+    # neighbour on that grid (two pixels further), zero past the edge
+    ("caffe", [[3, 5, 0], [15, 17, 0], [27, 29, 0]]),
+    # pytorch: the 3x3 conv strides: the right-hand neighbour of each even pixel
+    ("pytorch", [[2, 4, 6], [14, 16, 18], [26, 28, 30]]),
+])
+def test_bottleneck_style_places_the_stride(style, expected):
+    image = (torch.arange(36, dtype=torch.float32) + 1).reshape(1, 1, 6, 6)  # pixel (r, c) = 6r + c + 1
+    out = _picking_bottleneck(style)(image)
+    assert out.shape == (1, 4, 3, 3)
+    assert out[0, 0].tolist() == expected and not out[0, 1:].any()
+
+
+@pytest.mark.parametrize("style", ["pytorch", "caffe"])
+def test_resnet50_style_strides_every_downsampling_block(style):
+    with torch.device("meta"):
+        resnet = backbones.ResNet(backbones.Bottleneck, (3, 4, 6, 3), style=style)
+    for stage in (resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4):
+        for index, block in enumerate(stage):
+            stride = 2 if index == 0 and stage is not resnet.layer1 else 1
+            one_by_one, three_by_three = (stride, 1) if style == "caffe" else (1, stride)
+            assert block.conv1.stride == (one_by_one, one_by_one)
+            assert block.conv2.stride == (three_by_three, three_by_three)
+            assert block.conv3.stride == (1, 1)
+            if index == 0:
+                assert block.downsample[0].stride == (stride, stride)
+    assert resnet_state_dict_keys("resnet50") == list(resnet.state_dict())  # same names and count
+
+
+def test_caffe_style_c4_map_has_stride_16():
+    torch.manual_seed(0)
+    parts = build_backbone("resnet50", frozen_bn=True, style="caffe")
+    with torch.no_grad():
+        features = parts.body(torch.randn(1, 3, 64, 96))
+        res5 = parts.make_head()(torch.randn(2, 1024, 14, 14))
+    assert features.shape == (1, 1024, 4, 6) and res5.shape == (2, 2048, 7, 7)
+
+
+def test_caffe_style_needs_bottleneck_blocks():
+    with pytest.raises(ValueError, match="'caffe' places the stride inside bottleneck blocks; this ResNet has BasicBlocks"):
+        build_backbone("small", style="caffe")
+    with pytest.raises(ValueError, match="resnet style must be one of"):
+        build_backbone("resnet50", style="tf")
+
+
+def test_pixel_renormalization_gives_caffe_input():
+    """RGB pixel (10, 20, 30) normalised like our pipelines -> BGR minus the caffe means."""
+    from personsearch.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    rgb = torch.tensor([10.0, 20.0, 30.0])
+    ours = ((rgb / 255 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)).reshape(1, 3, 1, 1)
+    renorm = backbones.PixelRenormalization((103.53, 116.28, 123.675), (1.0, 1.0, 1.0), "bgr")
+    torch.testing.assert_close(renorm(ours).flatten(), torch.tensor([30 - 103.53, 20 - 116.28, 10 - 123.675]),
+                               atol=1e-4, rtol=0)
+    same_order = backbones.PixelRenormalization((0.0, 0.0, 0.0), (255.0, 255.0, 255.0), "rgb")
+    torch.testing.assert_close(same_order(ours).flatten(), rgb / 255, atol=1e-6, rtol=0)
+
+
+def test_renormalization_only_for_other_input_and_never_in_the_state_dict():
+    plain = build_backbone("small")
+    caffe = build_backbone("small", pixel_mean=(103.53, 116.28, 123.675), pixel_std=(1.0, 1.0, 1.0), channel_order="bgr")
+    assert "renormalize" not in dict(plain.body.named_children())
+    assert isinstance(caffe.body.renormalize, backbones.PixelRenormalization)
+    assert list(caffe.body.state_dict()) == list(plain.body.state_dict())
+    with pytest.raises(ValueError, match="channel_order must be one of"):
+        backbones.PixelRenormalization((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "gbr")
