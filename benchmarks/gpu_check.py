@@ -162,7 +162,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from personsearch.cli.train import configure_method
+    from personsearch.cli.train import method_context
+    from personsearch.comm import LOCAL
     from personsearch.config import load_config, method_kwargs, model_kwargs, train_sizes
     from personsearch.data import load_split
     from personsearch.data.loader import build_train_loader
@@ -221,11 +222,11 @@ def run(args: argparse.Namespace) -> dict:
     kwargs = model_kwargs(cfg)
     model = build_model(**kwargs)
     method = build_method(cfg.method.name, **method_kwargs(cfg))
-    hooks = configure_method(method, cfg, records)
+    context, hooks = method_context(method, cfg, records, device, LOCAL)
     warmup = min(args.warmup, max(0, args.iterations - 1))
     probe = make_step_probe(device, warmup)
     trainer = Trainer(model, method, LimitedLoader(loader, args.iterations), solver=cfg.solver,
-                      train=cfg.train, train_records=records, device=device,
+                      train=cfg.train, context=context,
                       model_kwargs=kwargs, hooks=[*hooks, probe])
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -63,8 +63,7 @@ def pseudo_label_history(metrics_file: Path) -> list[dict]:
 def evaluate(checkpoint: Path, config: Path, fusion: str, use_gt_boxes: bool = False) -> dict:
     from personsearch.config import load_config
     from personsearch.engine.checkpoint import load_model
-    from personsearch.evaluation.inference import evaluate_model
-    from personsearch.methods.extractors import feature_extractors
+    from personsearch.evaluation.inference import evaluate_model, method_feature_extractors
     from personsearch.models.inference import prepare_for_inference
 
     cfg = load_config(config)
@@ -74,7 +73,7 @@ def evaluate(checkpoint: Path, config: Path, fusion: str, use_gt_boxes: bool = F
                           det_thresh=cfg.eval.det_thresh, min_size=cfg.eval.min_size,
                           max_size=cfg.eval.max_size, progress=False, use_gt_boxes=use_gt_boxes,
                           channels_last=True,
-                          **feature_extractors(info, fusion))
+                          **method_feature_extractors(info, fusion))
 
 
 def table(rows: dict) -> str:

@@ -1,20 +1,16 @@
 """``personsearch train`` end to end on a tiny synthetic PRW dataset, with the toy model and
-method of tests/engine (the real detector and methods are tested in their own packages)."""
+method of tests/toys.py (the real detector and methods are tested in their own packages)."""
 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from engine_toys import install_toys  # noqa: E402
-
-from personsearch.cli.main import main  # noqa: E402
-from personsearch.data.synth.generate import generate_dataset  # noqa: E402
-from personsearch.engine.checkpoint import load_checkpoint  # noqa: E402
+from personsearch.cli.main import main
+from personsearch.data.synth.generate import generate_dataset
+from personsearch.engine.checkpoint import load_checkpoint
+from toys import install_toys
 
 
 @pytest.fixture(scope="module")

@@ -1,24 +1,20 @@
 """Safe resume (issue 13): ``--resume`` continues with the run's saved config, refuses --set
 values that differ from it (unless --allow-config-change, then logged) and another dataset; a
 damaged last.pt names the newest intact checkpoint and the command to resume from it. Toy
-model and method of tests/engine on a tiny synthetic PRW dataset."""
+model and method of tests/toys.py on a tiny synthetic PRW dataset."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from engine_toys import install_toys  # noqa: E402
-
-from personsearch.cli.main import main  # noqa: E402
-from personsearch.data.synth.generate import generate_dataset  # noqa: E402
-from personsearch.engine.checkpoint import load_checkpoint  # noqa: E402
+from personsearch.cli.main import main
+from personsearch.data.synth.generate import generate_dataset
+from personsearch.engine.checkpoint import load_checkpoint
+from toys import install_toys
 
 
 @pytest.fixture(scope="module")

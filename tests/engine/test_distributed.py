@@ -10,14 +10,15 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from engine_toys import ToyMethod, ToyModel, make_loader, solver, train_cfg, write_split
-from personsearch.engine.distributed import (
+from toys import ToyMethod, ToyModel, make_loader, solver, train_cfg, write_split
+from personsearch.comm import (
     cleanup_distributed,
     gather_pending,
     init_distributed,
     LOCAL,
 )
 from personsearch.engine.trainer import Trainer
+from personsearch.methods.context import MethodContext
 
 
 def free_port() -> int:
@@ -45,7 +46,8 @@ def worker(rank: int, world_size: int, port: int, out_dir: str, records) -> None
         method = ToyMethod()
         trainer = Trainer(
             ToyModel(), method, make_loader(records, rank=rank, world_size=world_size),
-            solver=solver(epochs=2), train=train_cfg(out_dir), train_records=records, dist=dist,
+            solver=solver(epochs=2), train=train_cfg(out_dir),
+            context=MethodContext(records, dist.device, dist),
             model_kwargs={"backbone": "toy"},
         )
         trainer.train()
@@ -90,7 +92,7 @@ def test_two_process_training_keeps_memories_identical(tmp_path):
         assert torch.equal(second["params"][name], value), name
     # every slot was updated (each rank applied the other rank's features too)
     initial = ToyMethod()
-    initial.setup(None, records, "cpu")
+    initial.setup(None, MethodContext(records))
     assert (first["memory"] - initial.memory).abs().sum(1).min() > 0
     # only rank 0 wrote the checkpoint and the metrics
     assert (out_dir / "checkpoints" / "last.pt").is_file()

@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from personsearch.comm import LOCAL, cleanup_distributed, init_distributed
 from personsearch.data.records import SceneRecord
-from personsearch.engine.distributed import LOCAL, cleanup_distributed, init_distributed
 from personsearch.methods.common import extract_across_ranks
 
 BOX_COUNTS = (2, 0, 3, 1, 4)  # 10 slots over 5 images (one without persons)

@@ -19,7 +19,9 @@ import torch
 
 from personsearch.data.synth.generate import generate_dataset
 
-WORKER = Path(__file__).with_name("elastic_worker.py")
+# a script beside tests/toys.py (the toy model and method it installs), so it imports them
+# from its own folder
+WORKER = Path(__file__).resolve().parents[1] / "elastic_worker.py"
 
 
 def free_port() -> int:
@@ -50,8 +52,7 @@ def run_two_nodes(config: Path, out: Path, kill_iteration: int | None = None) ->
     port = free_port()
     # TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1: see elastic_store_warning in cli/train.py (without it
     # torch's shared store hands a restarted group the dead workers' addresses)
-    env = dict(os.environ, OMP_NUM_THREADS="1", TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1",
-               PYTHONPATH=os.pathsep.join([str(WORKER.parent), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, OMP_NUM_THREADS="1", TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1")
     if kill_iteration is not None:
         env.update(ELASTIC_TEST_KILL_RANK="1", ELASTIC_TEST_KILL_ITERATION=str(kill_iteration))
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",

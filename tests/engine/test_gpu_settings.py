@@ -8,13 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from engine_toys import ToyMethod, ToyModel, make_loader, solver, train_cfg, write_split
+from toys import ToyMethod, ToyModel, make_loader, solver, train_cfg, write_split
+from personsearch.comm import DistContext
 from personsearch.config import SolverConfig
 from personsearch.engine.checkpoint import load_checkpoint
-from personsearch.engine.distributed import DistContext
 from personsearch.engine.schedule import scale_for_batch
 from personsearch.engine.trainer import Trainer, configure_backends, prepare_module
 from personsearch.errors import ConfigError
+from personsearch.methods.context import MethodContext
 
 
 def test_linear_scaling_rule_hand_cases():
@@ -33,15 +34,15 @@ def test_trainer_applies_the_rule_to_its_global_batch(tmp_path):
     # batch 2 per process, preset tuned for 1 image: factor 2
     trainer = Trainer(ToyModel(), ToyMethod(), make_loader(records),
                       solver=solver(lr=0.05, warmup_iters=7, reference_batch_size=1),
-                      train=train_cfg(tmp_path / "a"), train_records=records)
+                      train=train_cfg(tmp_path / "a"), context=MethodContext(records))
     assert trainer.schedule.base_lr == pytest.approx(0.1) and trainer.schedule.warmup_iters == 4
     plain = Trainer(ToyModel(), ToyMethod(), make_loader(records), solver=solver(lr=0.05, warmup_iters=7),
-                    train=train_cfg(tmp_path / "b"), train_records=records)
+                    train=train_cfg(tmp_path / "b"), context=MethodContext(records))
     assert plain.schedule.base_lr == 0.05 and plain.schedule.warmup_iters == 7
     # a warm-up in epochs is not rescaled (epochs already shrink with the world size)
     epochs = Trainer(ToyModel(), ToyMethod(), make_loader(records),
                      solver=solver(lr=0.05, warmup_iters=None, warmup_epochs=1.0, reference_batch_size=1),
-                     train=train_cfg(tmp_path / "c"), train_records=records)
+                     train=train_cfg(tmp_path / "c"), context=MethodContext(records))
     assert epochs.schedule.base_lr == pytest.approx(0.1)
     assert epochs.schedule.warmup_iters == len(make_loader(records))
 
@@ -50,7 +51,7 @@ def test_fp16_training_with_the_cpu_grad_scaler(tmp_path):
     records = write_split(tmp_path / "split", num_images=5)
     trainer = Trainer(ToyModel(), ToyMethod(), make_loader(records),
                       solver=solver(epochs=1, fp16=True), train=train_cfg(tmp_path / "run"),
-                      train_records=records)
+                      context=MethodContext(records))
     assert trainer.scaler.is_enabled()
     trainer.train()
     assert all(torch.isfinite(p).all() for p in trainer.module.parameters())
@@ -94,7 +95,7 @@ def test_prepare_module_sync_bn_needs_cuda_and_channels_last_comes_before_wrappi
 def test_unused_parameter_failure_becomes_a_config_error(tmp_path):
     records = write_split(tmp_path / "split", num_images=3)
     trainer = Trainer(ToyModel(), ToyMethod(), make_loader(records), solver=solver(),
-                      train=train_cfg(tmp_path / "run"), train_records=records)
+                      train=train_cfg(tmp_path / "run"), context=MethodContext(records))
     trainer.dist = DistContext(rank=0, world_size=2)
     ddp_message = ("Expected to have finished reduction in the prior iteration ... enable unused "
                    "parameter detection by passing the keyword argument `find_unused_parameters=True`")

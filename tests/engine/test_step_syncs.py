@@ -25,6 +25,7 @@ from personsearch.data.records import SceneRecord
 from personsearch.engine.hooks import MethodHook
 from personsearch.engine.trainer import Trainer
 from personsearch.methods.base import build_method
+from personsearch.methods.context import MethodContext
 from personsearch.models import build_model
 
 SYNC_FUNCTIONS = {"item", "tolist", "__int__", "__bool__", "__float__", "__index__", "cpu",
@@ -114,11 +115,10 @@ def _count_step(name: str, persons: int, monkeypatch, tmp_path) -> SyncCounter:
     torch.manual_seed(0)
     params = {"ssl": {"use_masks": False, "scales": [[64, 32]]}, "dicl": {"crop_size": [64, 32]}}.get(name, {})
     method = build_method(name, **params)
-    if name == "seqnet":
-        method.set_identities(np.arange(2 * persons) % 3)
     trainer = Trainer(build_model(**TINY_MODEL), method, _Loader(), solver=SolverConfig(epochs=1),
                       train=TrainConfig(out_dir=str(tmp_path / f"{name}{persons}"), progress=False),
-                      train_records=_records(persons), device="cpu")
+                      context=MethodContext(_records(persons),
+                                            slot_true_ids=np.arange(2 * persons) % 3))
     MethodHook().before_train(trainer)
     trainer.module.train()
     counter = SyncCounter()

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from engine_toys import (
+from toys import (
     ToyMethod,
     ToyModel,
     make_loader,
@@ -19,6 +19,7 @@ from engine_toys import (
 from personsearch.engine.checkpoint import load_checkpoint
 from personsearch.engine.hooks import Hook
 from personsearch.engine.trainer import NonFiniteLossError, Trainer
+from personsearch.methods.context import MethodContext
 
 
 class SimulatedKill(Exception):
@@ -50,7 +51,7 @@ def make_trainer(records, out_dir, hooks=(), method=None, solver_kw=None, train_
     return Trainer(
         model, method or ToyMethod(), make_loader(records),
         solver=solver(**(solver_kw or {})), train=train_cfg(out_dir, **(train_kw or {})),
-        train_records=records, device="cpu", config={"note": "test"},
+        context=MethodContext(records), config={"note": "test"},
         model_kwargs={"backbone": "toy"}, hooks=hooks,
     )
 
@@ -220,7 +221,7 @@ def test_periodic_evaluation_hook(records, tmp_path):
     torch.manual_seed(0)
     trainer = Trainer(
         ToyModel(), ToyMethod(), make_loader(records), solver=solver(epochs=3),
-        train=train_cfg(tmp_path, eval_every_epochs=2), train_records=records,
+        train=train_cfg(tmp_path, eval_every_epochs=2), context=MethodContext(records),
         evaluate=evaluate,
     )
     result = trainer.train()

@@ -27,6 +27,12 @@ TINY_MODEL = {
 
 
 @pytest.fixture
+def tiny_model() -> dict:
+    """The tiny detector's ``model:`` section (a copy: tests may change it)."""
+    return dict(TINY_MODEL)
+
+
+@pytest.fixture
 def write_config():
     """The config writer below, as a fixture (test folders are not packages)."""
     return _write_config

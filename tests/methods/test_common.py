@@ -10,8 +10,10 @@ from PIL import Image
 from torch import nn
 
 from personsearch.data.records import SceneRecord
-from personsearch.methods.common import (ExtractionSizes, concat_true_ids, extract_gt_embeddings,
-                                         multilabel_precision_recall, num_slots, slot_images)
+from personsearch.methods.common import (concat_true_ids, extract_gt_embeddings,
+                                         multilabel_precision_recall, num_slots,
+                                         refresh_cluster_labels, roi_labels, slot_images)
+from personsearch.methods.context import ExtractionSizes
 
 
 def _record(name, boxes, path="unused.png", width=30, height=20):
@@ -145,3 +147,50 @@ def test_extract_gt_embeddings_without_boxes_is_empty_with_the_model_dimension(t
     out = extract_gt_embeddings(_BoxEchoModel(), [_record("0", [])], ExtractionSizes(),
                                 torch.device("cpu"), progress=False)
     assert out.shape == (0, 6)
+
+
+def test_roi_labels_map_slots_through_labels_and_mark_background():
+    slots = torch.tensor([2, -1, 0, 1, -1])
+    slot_labels = torch.tensor([7, 7, 3])
+    assert roi_labels(slots, slot_labels).tolist() == [3, -2, 7, 7, -2]
+    # no clustering: every box is its own class
+    assert roi_labels(slots, None).tolist() == [2, -2, 0, 1, -2]
+
+
+class _FakeLabeler:
+    """Labels slot i with (number of the slot's image) and counts its calls."""
+
+    def __init__(self) -> None:
+        self.indep_thres = 0.5
+        self.calls = []
+
+    def __call__(self, features, slot_image_index):
+        from types import SimpleNamespace
+
+        self.calls.append((features.clone(), slot_image_index.clone()))
+        self.indep_thres = 0.25
+        return SimpleNamespace(labels=slot_image_index.numpy() * 10,
+                               stats={"clusters": 2, "outliers": 0})
+
+
+class _FakeMemory:
+    def __init__(self) -> None:
+        self.num_slots = 3
+        self.slot_images = torch.tensor([0, 0, 1])
+        self.labels = None
+
+    def set_labels(self, labels):
+        self.labels = labels
+
+
+def test_refresh_cluster_labels_clusters_the_given_features_once():
+    from personsearch.comm import LOCAL
+
+    labeler, memory = _FakeLabeler(), _FakeMemory()
+    features = torch.arange(6, dtype=torch.float32).view(3, 2)
+    stats = refresh_cluster_labels(labeler, memory, lambda: features, LOCAL)
+    assert stats == {"pseudo/clusters": 2.0, "pseudo/outliers": 0.0}
+    assert memory.labels.tolist() == [0, 0, 10] and memory.labels.dtype == torch.int64
+    assert labeler.indep_thres == 0.25
+    ((seen, images),) = labeler.calls
+    assert torch.equal(seen, features) and images.tolist() == [0, 0, 1]

@@ -13,6 +13,7 @@ from torch import nn
 
 from personsearch.data.records import SceneRecord
 from personsearch.methods.base import build_method
+from personsearch.methods.context import MethodContext
 
 META = torch.device("meta")
 DIM = 4
@@ -58,10 +59,12 @@ def _tensors(value, path="state"):
 
 def _method(name: str):
     params = {"ssl": {"use_masks": False}}.get(name, {})
-    method = build_method(name, **params)
-    if name == "seqnet":
-        method.set_identities(np.array([0, 1, 0, -1, 1]))
-    return method
+    return build_method(name, **params)
+
+
+def _context(records: list[SceneRecord], device: torch.device) -> MethodContext:
+    # the true ids only matter to the supervised seqnet; the others ignore them
+    return MethodContext(records, device, slot_true_ids=np.array([0, 1, 0, -1, 1]))
 
 
 def _state_tensors(method) -> list[tuple[str, torch.Tensor]]:
@@ -77,16 +80,16 @@ def test_setup_and_restore_put_every_state_tensor_on_the_device(name, monkeypatc
     _fake_extraction(monkeypatch)
     records = _records()
     cpu_method = _method(name)
-    cpu_method.setup(_Model(), records, torch.device("cpu"))
+    cpu_method.setup(_Model(), _context(records, torch.device("cpu")))
     state = cpu_method.state_dict()
 
     method = _method(name)
-    method.setup(_Model(), records, META)
+    method.setup(_Model(), _context(records, META))
     wrong = [path for path, tensor in _state_tensors(method) if tensor.device != META]
     assert not wrong, f"{name}.setup left {wrong} off the model's device"
 
     restored = _method(name)
-    restored.restore(_Model(), records, META, state)
+    restored.restore(_Model(), _context(records, META), state)
     wrong = [path for path, tensor in _state_tensors(restored) if tensor.device != META]
     assert not wrong, f"{name}.restore left {wrong} off the model's device"
     # the checkpoint state itself is unchanged (still loadable on a CPU machine)
@@ -106,8 +109,8 @@ def test_trainer_sets_the_method_up_on_its_device(monkeypatch, tmp_path):
                                 batch_size=1, seed=0)
     method = _method("cgps")
     trainer = Trainer(_Model(), method, loader, solver=SolverConfig(epochs=1),
-                      train=TrainConfig(out_dir=str(tmp_path / "out")), train_records=records,
-                      device=META)
+                      train=TrainConfig(out_dir=str(tmp_path / "out")),
+                      context=MethodContext(records, META))
     MethodHook().before_train(trainer)
     assert trainer.module.weight.device == META
     wrong = [path for path, tensor in _state_tensors(method) if tensor.device != META]

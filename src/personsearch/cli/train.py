@@ -190,6 +190,7 @@ def resume_config(args, file_cfg, checkpoint: Path):
     from personsearch.config import check_method_params, config_from_dict, config_to_dict
     from personsearch.engine.checkpoint import CorruptCheckpointError, load_checkpoint
     from personsearch.errors import CheckpointError, ConfigError
+    from personsearch.methods.base import upgrade_saved_params
 
     out_dir = Path(file_cfg.train.out_dir)
     try:
@@ -203,6 +204,11 @@ def resume_config(args, file_cfg, checkpoint: Path):
     if not isinstance(saved, dict) or not saved:
         raise CheckpointError(f"{checkpoint}: holds no saved config, so the run cannot be "
                               f"resumed with the config it was trained with")
+    method_section = saved.get("method")
+    if isinstance(method_section, dict) and isinstance(method_section.get("params"), dict):
+        # a run saved before a method parameter was renamed resumes under the new name
+        saved = {**saved, "method": {**method_section, "params": upgrade_saved_params(
+            str(method_section.get("name")), method_section["params"])}}
     try:
         saved_cfg = config_from_dict(saved)
     except ConfigError as error:
@@ -307,30 +313,31 @@ def build_evaluate(cfg, device):
     return evaluate
 
 
-def configure_method(method, cfg, records) -> list:
-    """Hand the method what it needs beyond its params, explicitly: the memory-extraction
-    resize, and — for the supervised reference only — the training identities. Weakly
-    supervised methods never receive identities; when ``train.diagnostics`` is on, a hook
-    compares their pseudo labels with the true ids each epoch. Returns the extra hooks."""
+def method_context(method, cfg, records, device, dist):
+    """What the method receives besides its params, explicitly (``MethodContext``): the
+    training records, device and process group, the memory-extraction resize, the person-mask
+    folder when the run uses masks, and — for a supervised method (the SeqNet reference) only —
+    the training identities. Weakly supervised methods never receive identities; when
+    ``train.diagnostics`` is on, a hook compares their pseudo labels with the true ids each
+    epoch. Returns (context, extra hooks)."""
     from personsearch.data import load_train_identities
     from personsearch.engine.hooks import PseudoLabelDiagnosticsHook
-    from personsearch.methods.common import ExtractionSizes, concat_true_ids
+    from personsearch.methods.common import concat_true_ids
+    from personsearch.methods.context import ExtractionSizes, MethodContext
 
-    if hasattr(method, "extraction_sizes"):
-        method.extraction_sizes = ExtractionSizes(cfg.eval.min_size, cfg.eval.max_size)
-    if hasattr(method, "progress"):
-        method.progress = cfg.train.progress
-    if hasattr(method, "data_root") and cfg.data.masks:
-        method.data_root = cfg.data.root  # person masks for the memory initialisation
-    needs_ids = getattr(method, "supervised", False)
     wants_diagnostics = cfg.train.diagnostics and hasattr(method, "pseudo_label_diagnostics")
-    if not (needs_ids or wants_diagnostics):
-        return []
-    slot_true_ids = concat_true_ids(load_train_identities(cfg.data.format, cfg.data.root))
-    if needs_ids:
-        method.set_identities(slot_true_ids)
-        return []
-    return [PseudoLabelDiagnosticsHook(slot_true_ids)]
+    slot_true_ids = None
+    if method.supervised or wants_diagnostics:
+        slot_true_ids = concat_true_ids(load_train_identities(cfg.data.format, cfg.data.root))
+    context = MethodContext(
+        train_records=records, device=device, dist=dist,
+        extraction_sizes=ExtractionSizes(cfg.eval.min_size, cfg.eval.max_size),
+        masks_root=cfg.data.root if cfg.data.masks else None,
+        slot_true_ids=slot_true_ids if method.supervised else None,
+        progress=cfg.train.progress)
+    hooks = [] if method.supervised or slot_true_ids is None else [
+        PseudoLabelDiagnosticsHook(slot_true_ids)]
+    return context, hooks
 
 
 def run(args: argparse.Namespace) -> int:
@@ -374,7 +381,7 @@ def run(args: argparse.Namespace) -> int:
     from personsearch.data import load_split
     from personsearch.data.loader import build_train_loader
     from personsearch.data.splits import slot_offsets
-    from personsearch.engine.distributed import cleanup_distributed, init_distributed
+    from personsearch.comm import cleanup_distributed, init_distributed
     from personsearch.engine.trainer import Trainer, seed_everything
     import personsearch.methods  # noqa: F401  (method modules may register themselves)
     from personsearch.methods.base import build_method
@@ -413,13 +420,11 @@ def run(args: argparse.Namespace) -> int:
         kwargs = model_kwargs(cfg)
         model = build_model(**kwargs)
         method = build_method(cfg.method.name, **method_kwargs(cfg))
-        hooks = configure_method(method, cfg, records)
+        context, hooks = method_context(method, cfg, records, dist.device, dist)
         evaluate = build_evaluate(cfg, dist.device) if cfg.train.eval_every_epochs > 0 else None
         trainer = Trainer(
-            model, method, loader,
-            solver=cfg.solver, train=cfg.train, train_records=records, device=dist.device,
-            dist=dist, config=config_dict, model_kwargs=kwargs, evaluate=evaluate,
-            hooks=hooks,
+            model, method, loader, solver=cfg.solver, train=cfg.train, context=context,
+            config=config_dict, model_kwargs=kwargs, evaluate=evaluate, hooks=hooks,
         )
         if dist.is_main:
             warning = elastic_store_warning()

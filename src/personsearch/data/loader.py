@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from personsearch.comm import seeded_generator
 from personsearch.data.records import SceneRecord
 from personsearch.data.transforms import (
     batch_images,
@@ -54,14 +55,6 @@ from personsearch.data.transforms import (
 from personsearch.errors import DatasetError
 
 MaskLoader = Callable[[SceneRecord], "np.ndarray | None"]
-
-
-def seeded_generator(*entropy: int) -> torch.Generator:
-    """A torch.Generator seeded from the given integers (numpy SeedSequence mixing): the same
-    integers give the same stream, whatever the global RNG state or process."""
-    generator = torch.Generator()
-    generator.manual_seed(int(np.random.SeedSequence([int(e) for e in entropy]).generate_state(1)[0]))
-    return generator
 
 
 def epoch_permutation(num_samples: int, seed: int, epoch: int) -> torch.Tensor:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-UNLABELED = -1
+from personsearch.labels import UNLABELED  # noqa: F401  (re-exported: data.UNLABELED)
 
 
 @dataclass(frozen=True, eq=False)

@@ -44,10 +44,9 @@ class MethodHook(Hook):
         clock, cpu_clock = time.perf_counter(), time.process_time()
         resumed = trainer.resume_state is not None
         if resumed:
-            trainer.method.restore(model, trainer.train_records, trainer.device,
-                                   trainer.resume_state["method_state"])
+            trainer.method.restore(model, trainer.context, trainer.resume_state["method_state"])
         else:
-            trainer.method.setup(model, trainer.train_records, trainer.device)
+            trainer.method.setup(model, trainer.context)
         model.train()
         # logged with the first epoch's start (a resumed run's restore is not timed, so that
         # its metrics log stays the uninterrupted run's)

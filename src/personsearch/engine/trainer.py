@@ -36,10 +36,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from personsearch.comm import DistContext, gather_pending, unwrap_model
 from personsearch.config import SolverConfig, TrainConfig
 from personsearch.data.loader import finish_images
 from personsearch.engine import checkpoint as ckpt
-from personsearch.engine.distributed import LOCAL, DistContext, gather_pending, unwrap_model
 from personsearch.engine.hooks import (
     CheckpointHook,
     EvalHook,
@@ -52,6 +52,7 @@ from personsearch.engine.logging import MetricsWriter
 from personsearch.engine.schedule import LRSchedule, scale_for_batch, warmup_iterations
 from personsearch.errors import CheckpointError, ConfigError, PersonSearchError
 from personsearch.methods.base import Method, StepOutput
+from personsearch.methods.context import MethodContext
 
 
 class NonFiniteLossError(PersonSearchError):
@@ -136,13 +137,13 @@ class Trainer:
     Args:
         model: the (unwrapped) model; moved to ``device`` and wrapped in DDP when
             ``dist.world_size > 1``.
-        method: a :class:`~personsearch.methods.base.Method`; ``method.dist`` is set to ``dist``.
+        method: a :class:`~personsearch.methods.base.Method`.
         loader: epoch batch source with ``len(loader)`` batches per epoch and
             ``batches(epoch, start_batch)`` (``personsearch.data.loader.TrainLoader``).
         solver, train: the config sections.
-        train_records: passed to ``method.setup``.
-        device: torch device (default: ``dist.device``).
-        dist: distributed context (default: single process).
+        context: what the method receives in ``setup`` / ``restore``
+            (:class:`~personsearch.methods.context.MethodContext`); its ``device`` and ``dist``
+            (process group) are the trainer's too.
         config: the whole config as a plain dict (stored in checkpoints).
         model_kwargs: the build_model kwargs (stored in checkpoints for ``load_model``).
         evaluate: optional ``(model, epoch) -> metrics`` for periodic evaluation.
@@ -157,22 +158,19 @@ class Trainer:
         *,
         solver: SolverConfig,
         train: TrainConfig,
-        train_records: Sequence[Any] = (),
-        device: torch.device | str | None = None,
-        dist: DistContext | None = None,
+        context: MethodContext,
         config: dict | None = None,
         model_kwargs: dict | None = None,
         evaluate: Callable[[nn.Module, int], dict] | None = None,
         hooks: Sequence[Hook] = (),
     ) -> None:
-        self.dist = dist or LOCAL
-        self.device = torch.device(device) if device is not None else self.dist.device
+        self.context = context
+        self.dist: DistContext = context.dist
+        self.device = torch.device(context.device)
         self.solver = solver
         self.train_cfg = train
         self.method = method
-        self.method.dist = self.dist
         self.loader = loader
-        self.train_records = train_records
         self.config = config or {}
         self.model_kwargs = model_kwargs or {}
         self.epochs = solver.epochs

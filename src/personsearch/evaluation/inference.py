@@ -7,7 +7,9 @@ Queries: ``model.embed_boxes`` at the GT query box (unweighted); a query box of 
 entirely outside its image is refused before any work (``check_query_boxes``). GT-box variant (eval.md §4):
 ``embed_boxes`` at every gallery GT box. The same arrays can be written as a results file
 (``--results-out``), so ``personsearch evaluate-results`` on that file gives identical
-numbers.
+numbers. How features are extracted is the checkpoint's method's choice
+(:func:`method_feature_extractors`, the hook ``Method.test_feature_extractors``; DICL fuses
+scene and crop features).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import logging
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -93,6 +95,28 @@ def default_gallery_extractor(model: nn.Module, images: torch.Tensor, image_size
 def default_query_extractor(model: nn.Module, images: torch.Tensor, image_sizes: list,
                             boxes: list) -> list:
     return model.embed_boxes(images, image_sizes, boxes)
+
+
+def method_feature_extractors(info: dict[str, Any], fusion: str = "auto") -> dict[str, Any]:
+    """Keyword arguments for :func:`run_model` / :func:`evaluate_model` (``gallery_extractor`` /
+    ``query_extractor``) for a checkpoint, from ``load_model``'s ``info``: the hook
+    ``test_feature_extractors`` of the method that trained it, given the saved parameters
+    (validated; old parameter names upgraded). ``fusion`` is ``personsearch eval --fusion``:
+    "auto" (as trained), "on" or "off". A checkpoint of no registered method (e.g. an untrained
+    model) takes the base behaviour: the model's own ``detect`` / ``embed_boxes``."""
+    import personsearch.methods  # noqa: F401  (method modules may register themselves)
+    from personsearch.methods.base import (Method, method_class, method_names,
+                                           upgrade_saved_params, validate_params)
+
+    if fusion not in ("auto", "on", "off"):
+        raise ValueError(f"fusion must be auto, on or off, got {fusion!r}")
+    name = info.get("method")
+    if name not in method_names():
+        return Method.test_feature_extractors(Method.Params(), fusion)
+    method = method_class(name)
+    saved = ((info.get("config") or {}).get("method") or {}).get("params") or {}
+    params = validate_params(method, upgrade_saved_params(name, saved))
+    return method.test_feature_extractors(params, fusion)
 
 
 @torch.no_grad()

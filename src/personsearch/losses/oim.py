@@ -29,10 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from personsearch.amp import float32_loss
+from personsearch.labels import BACKGROUND, UNLABELED
 from personsearch.memory.dual_memory import blend_rows_sequentially_
-
-UNLABELED = -1
-BACKGROUND = -2
 
 
 def oim_logits(feats: Tensor, lut: Tensor, queue: Tensor, scale: float = 30.0) -> Tensor:

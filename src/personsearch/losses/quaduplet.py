@@ -32,10 +32,9 @@ import torch
 from torch import Tensor
 
 from personsearch.amp import float32_loss
+from personsearch.labels import BACKGROUND
 
 __all__ = ["quaduplet_loss", "BACKGROUND"]
-
-BACKGROUND = -2
 
 
 @float32_loss

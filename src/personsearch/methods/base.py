@@ -3,18 +3,25 @@
 A method is what makes SeqNet, CGPS, SSL and DICL differ: extra branches, losses, memory banks
 and pseudo labels. The trainer drives it:
 
-1. ``setup(model, train_records, device)`` once before training (build and initialise
-   memories), or ``restore(...)`` when resuming;
+1. ``setup(model, context)`` once before training (build and initialise memories), or
+   ``restore(model, context, state)`` when resuming; ``context`` is a
+   :class:`~personsearch.methods.context.MethodContext`: the training records, the device, the
+   process group, the memory-extraction resize, the person-mask folder and (supervised methods
+   only) the true identities — everything the method needs from the run, handed over
+   explicitly;
 2. ``on_epoch_start(model, epoch) -> metrics`` at the start of each epoch (pseudo labels);
 3. per batch: ``training_step(model, batch, epoch) -> StepOutput``; the trainer multiplies each
    loss by ``loss_weights.get(name, 1.0)``, sums, back-propagates, clips and steps the
    optimizer; then it gathers ``StepOutput.pending`` across processes and calls
    ``after_step(pending)`` under ``torch.no_grad()`` — the one place memories change;
 4. ``state_dict()`` / ``load_state_dict(state)`` for checkpoints (tensors, numbers, strings,
-   lists, dicts only: numpy arrays must be converted to tensors).
+   lists, dicts only: numpy arrays must be converted to tensors);
+5. at test time, ``test_feature_extractors(params, fusion)`` (a class method: only the
+   checkpoint's saved parameters exist then) says how features are extracted; the default is
+   the model's own ``detect`` / ``embed_boxes``.
 
-Multi-process training: the trainer sets ``method.dist`` (a
-:class:`~personsearch.engine.distributed.DistContext`; the single-process one by default).
+Multi-process training: ``self.dist`` is the context's
+:class:`~personsearch.comm.DistContext` (the single-process one before ``setup``).
 ``pending`` must be a dict of tensors (nested dicts allowed) whose leading dimension is the
 batch of this process: the trainer concatenates them over ranks along dim 0, so every rank's
 ``after_step`` sees the same update and the banks stay identical. Pseudo labels: compute them
@@ -22,29 +29,33 @@ on ``self.dist.is_main`` and share them with ``self.dist.broadcast_tensor(labels
 same shape/dtype on every rank) or ``self.dist.broadcast_object(obj)``.
 
 ``model`` in ``training_step`` is the module to *call* for the training forward (it may be a
-DistributedDataParallel wrapper); use ``personsearch.engine.distributed.unwrap_model(model)``
-to reach other methods such as ``embed_crops``.
+DistributedDataParallel wrapper); use ``personsearch.comm.unwrap_model(model)`` to reach other
+methods such as ``embed_crops``.
+
+Parameters: each method declares them once, as its frozen dataclass ``Params`` (inherit the
+parent's to extend it); ``__init__(**params)`` builds ``self.params`` from it. ``build_method``
+validates a config's ``method.params`` against ``Params`` generically (unknown key, wrong type,
+a value outside a ``Literal`` choice: a ConfigError naming ``method.params.<key>``); a renamed
+parameter (``renamed_params``, old name -> new name) gives an error naming the new name, and
+:func:`upgrade_saved_params` renames it in a checkpoint's saved config instead.
 
 Registry: ``build_method(name, **params)``. Built-in names map to "module:Class" strings and
-are imported lazily; a method module may also call ``register_method(name, target)``. If the
-class defines a dataclass ``Params``, the keyword arguments are validated against it (unknown
-keys / wrong types are ConfigError naming ``method.params.<key>``); otherwise against the
-constructor's signature.
+are imported lazily; a method module may also call ``register_method(name, target)``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
-import inspect
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from personsearch.engine.distributed import LOCAL, DistContext
+from personsearch.comm import LOCAL, DistContext
 from personsearch.errors import ConfigError
+from personsearch.methods.context import MethodContext
 
 
 @dataclass
@@ -62,26 +73,36 @@ class StepOutput:
 
 
 class Method:
-    """Base class; subclasses implement ``training_step`` and whatever else they need."""
+    """Base class; subclasses declare ``Params`` and implement ``training_step`` and whatever
+    else they need. Overrides of ``setup`` call ``super().setup(model, context)`` first."""
 
     name: str = ""
+    supervised: ClassVar[bool] = False  # True: the context carries the true identities
+    renamed_params: ClassVar[dict[str, str]] = {}  # old parameter name -> new name
     loss_weights: dict[str, float] = {}
-    dist: DistContext = LOCAL
 
-    def setup(self, model: nn.Module, train_records: Sequence[Any], device: torch.device) -> None:
-        """Build / initialise memories. Default: nothing."""
+    @dataclass(frozen=True)
+    class Params:
+        """No parameter."""
 
-    def restore(
-        self,
-        model: nn.Module,
-        train_records: Sequence[Any],
-        device: torch.device,
-        state: dict,
-    ) -> None:
+    def __init__(self, **params: Any) -> None:
+        self.params = self.Params(**params)
+        self.context: MethodContext | None = None
+
+    @property
+    def dist(self) -> DistContext:
+        """The process group of the run (single process until ``setup``)."""
+        return self.context.dist if self.context is not None else LOCAL
+
+    def setup(self, model: nn.Module, context: MethodContext) -> None:
+        """Keep the context; subclasses then build / initialise their memories."""
+        self.context = context
+
+    def restore(self, model: nn.Module, context: MethodContext, state: dict) -> None:
         """Prepare for resuming from ``state`` (a ``state_dict()`` result). Default: ``setup``
         then ``load_state_dict``; override to skip expensive initialisation whose result the
         state overwrites anyway."""
-        self.setup(model, train_records, device)
+        self.setup(model, context)
         self.load_state_dict(state)
 
     def on_epoch_start(self, model: nn.Module, epoch: int) -> dict[str, float]:
@@ -100,6 +121,18 @@ class Method:
     def load_state_dict(self, state: dict) -> None:
         if state:
             raise ValueError(f"{type(self).__name__} has no state but got keys {sorted(state)}")
+
+    @classmethod
+    def test_feature_extractors(cls, params: Any, fusion: str = "auto") -> dict[str, Any]:
+        """Keyword arguments for ``evaluation.inference.run_model`` (``gallery_extractor`` /
+        ``query_extractor``) for a checkpoint trained with ``params`` (a ``cls.Params``).
+        ``fusion`` is ``personsearch eval --fusion``: "auto" (as trained), "on" or "off".
+        Default: the model's own ``detect`` / ``embed_boxes``; a method without a test-time
+        fusion refuses "on"."""
+        if fusion == "on":
+            raise ConfigError(f"--fusion on: method {cls.name or cls.__name__} has no test-time "
+                              f"feature fusion (use auto or off)")
+        return {}
 
 
 # ------------------------------------------------------------------------------- registry
@@ -147,34 +180,33 @@ def method_class(name: str) -> type:
     return target
 
 
-def validate_params(cls: type, params: dict[str, Any]) -> dict[str, Any]:
-    """Check ``params`` against ``cls.Params`` (a dataclass) or ``cls.__init__``; return the
-    keyword arguments to call ``cls`` with."""
+def validate_params(cls: type, params: dict[str, Any]) -> Any:
+    """``params`` (a config's ``method.params``) checked against ``cls.Params``: unknown keys,
+    wrong types and values outside a ``Literal`` choice are ConfigErrors naming
+    ``method.params.<key>``; an old parameter name gives an error naming the new one. Returns
+    the ``cls.Params`` instance."""
     from personsearch.config import dataclass_from_dict
 
-    params_cls = getattr(cls, "Params", None)
-    if params_cls is not None and dataclasses.is_dataclass(params_cls):
-        validated = dataclass_from_dict(params_cls, params, "method.params")
-        return {f.name: getattr(validated, f.name) for f in dataclasses.fields(validated)}
-    signature = inspect.signature(cls.__init__)
-    accepted = [
-        p.name
-        for p in list(signature.parameters.values())[1:]
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    ]
-    if not any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values()):
-        unknown = sorted(set(params) - set(accepted))
-        if unknown:
-            raise ConfigError(
-                f"method.params.{unknown[0]}: unknown key for method {cls.__name__} "
-                f"(known: {', '.join(accepted)})"
-            )
-    return dict(params)
+    for old in sorted(set(params) & set(cls.renamed_params)):
+        raise ConfigError(f"method.params.{old}: renamed to {cls.renamed_params[old]} "
+                          f"(method {cls.name or cls.__name__})")
+    return dataclass_from_dict(cls.Params, params, "method.params")
+
+
+def upgrade_saved_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's saved ``method.params`` with old parameter names replaced by the current
+    ones (a checkpoint written before a rename still loads, resumes and evaluates). Names of
+    methods not registered are returned unchanged."""
+    if name not in _REGISTRY:
+        return dict(params)
+    renamed = method_class(name).renamed_params
+    return {renamed.get(key, key): value for key, value in params.items()}
 
 
 def build_method(name: str, **params: Any) -> Method:
     """Instantiate the method registered as ``name`` with validated keyword arguments."""
     cls = method_class(name)
-    method = cls(**validate_params(cls, params))
+    validated = validate_params(cls, params)
+    method = cls(**{f.name: getattr(validated, f.name) for f in dataclasses.fields(validated)})
     method.name = name
     return method

@@ -11,7 +11,7 @@ R        sampled stage-2 RoIs of the batch;  P  positive RoIs (assigned to a GT 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,27 +20,22 @@ from torch import Tensor, nn
 from personsearch.losses import cluster_contrast_loss, quaduplet_loss
 from personsearch.memory import InstanceMemory
 from personsearch.methods.base import Method, StepOutput
-from personsearch.methods.common import (ExtractionSizes, extract_across_ranks, extract_gt_embeddings,
-                                         memory_update_mask, num_slots, slot_images)
-from personsearch.pseudo_labels import CGPSPseudoLabeler, pseudo_label_precision_recall
-
-BACKGROUND = -2
+from personsearch.methods.common import (ClusterParams, cluster_labeler, extract_across_ranks,
+                                         extract_gt_embeddings, memory_update_mask, num_slots,
+                                         refresh_cluster_labels, roi_labels, slot_images)
+from personsearch.methods.context import MethodContext
+from personsearch.pseudo_labels import pseudo_label_precision_recall
 
 
 class CGPSMethod(Method):
     """CGPS. Subclasses (DICL) change which feature is contrasted via :meth:`reid_features`."""
 
+    name = "cgps"
+    renamed_params = {"margin": "quaduplet_margin"}
+
     @dataclass(frozen=True)
-    class Params:
-        temperature: float = 0.05
-        top_percent: float = 0.6
+    class Params(ClusterParams):
         memory_momentum: float = 0.2  # weight of the OLD slot value
-        k1: int = 30
-        k2: int = 6
-        eps: tuple[float, float, float] = (0.68, 0.70, 0.72)
-        min_samples: int = 4
-        margin: float = 0.3
-        bg_weight: float = 0.25
         det_box_weight: float = 10.0  # 10 on CUHK-SYSU, 1 on PRW (CGPS config)
         cluster_weight: float = 1.0
         quaduplet_weight: float = 1.0
@@ -48,50 +43,37 @@ class CGPSMethod(Method):
         # background among the RoIs of every process (gathered, detached), not only its own
         cross_rank_mining: bool = False
 
-    def __init__(self, temperature: float = 0.05, top_percent: float = 0.6,
-                 memory_momentum: float = 0.2, k1: int = 30, k2: int = 6,
-                 eps: tuple[float, float, float] = (0.68, 0.70, 0.72), min_samples: int = 4,
-                 margin: float = 0.3, bg_weight: float = 0.25, det_box_weight: float = 10.0,
-                 cluster_weight: float = 1.0, quaduplet_weight: float = 1.0,
-                 cross_rank_mining: bool = False) -> None:
-        self.temperature = temperature
-        self.top_percent = top_percent
-        self.memory_momentum = memory_momentum
-        self.margin = margin
-        self.bg_weight = bg_weight
-        self.cross_rank_mining = cross_rank_mining
-        self.labeler = CGPSPseudoLabeler(k1=k1, k2=k2, eps=tuple(eps), min_samples=min_samples)
-        self.loss_weights = {"loss_det_box": det_box_weight, "loss_cluster": cluster_weight,
-                             "loss_quaduplet": quaduplet_weight}
-        self.extraction_sizes = ExtractionSizes()
-        self.progress = True
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        p = self.params
+        self.labeler = cluster_labeler(p)
+        self.loss_weights = {"loss_det_box": p.det_box_weight, "loss_cluster": p.cluster_weight,
+                             "loss_quaduplet": p.quaduplet_weight}
         self.memory: InstanceMemory | None = None
 
     # ------------------------------------------------------------------ memory
-    def _build_memory(self, model: nn.Module, train_records: Sequence[Any],
-                      device: torch.device) -> None:
+    def _build_memory(self, model: nn.Module, context: MethodContext) -> None:
         """The instance memory on the model's device (banks and labels stay there)."""
-        self.memory = InstanceMemory(num_slots(train_records), model.embedding_dim,
-                                     slot_images(train_records), device=device)
+        records = context.train_records
+        self.memory = InstanceMemory(num_slots(records), model.embedding_dim,
+                                     slot_images(records), device=context.device)
 
-    def _initial_features(self, model: nn.Module, train_records: Sequence[Any],
-                          device: torch.device) -> Tensor:
-        """GT-box features from the current (ImageNet / random) model; each process extracts
-        its share of the images and the features are gathered (identical on every rank)."""
-        return extract_across_ranks(
-            train_records,
-            lambda records: extract_gt_embeddings(model, records, self.extraction_sizes, device,
-                                                  progress=self.progress and self.dist.is_main),
-            self.dist)
-
-    def setup(self, model: nn.Module, train_records: Sequence[Any], device: torch.device) -> None:
-        self._build_memory(model, train_records, device)
+    def setup(self, model: nn.Module, context: MethodContext) -> None:
+        """The memory, filled with the GT-box features of the current (ImageNet / random)
+        model; each process extracts its share of the images and the features are gathered
+        (identical on every rank)."""
+        super().setup(model, context)
+        self._build_memory(model, context)
         assert self.memory is not None
-        self.memory.initialize(self._initial_features(model, train_records, device))
+        self.memory.initialize(extract_across_ranks(
+            context.train_records,
+            lambda records: extract_gt_embeddings(model, records, context.extraction_sizes,
+                                                  context.device, progress=context.show_progress),
+            context.dist))
 
-    def restore(self, model: nn.Module, train_records: Sequence[Any], device: torch.device,
-                state: dict) -> None:
-        self._build_memory(model, train_records, device)  # the state overwrites the features
+    def restore(self, model: nn.Module, context: MethodContext, state: dict) -> None:
+        Method.setup(self, model, context)
+        self._build_memory(model, context)  # the state overwrites the features
         self.load_state_dict(state)
 
     # ------------------------------------------------------------------ pseudo labels
@@ -100,17 +82,9 @@ class CGPSMethod(Method):
         return self.memory.labels.cpu().numpy()
 
     def on_epoch_start(self, model: nn.Module, epoch: int) -> dict[str, float]:
-        assert self.memory is not None
-        labels = torch.zeros(self.memory.num_slots, dtype=torch.int64)
-        stats: dict[str, float] = {}
-        if self.dist.is_main:
-            # the one host copy of the memory per epoch
-            result = self.labeler(self.memory.features.cpu(), self.memory.slot_images.cpu())
-            labels = torch.from_numpy(np.asarray(result.labels, dtype=np.int64))
-            stats = {f"pseudo/{k}": float(v) for k, v in result.stats.items()}
-        self.memory.set_labels(self.dist.broadcast_tensor(labels))
-        self.labeler.indep_thres = self.dist.broadcast_object(self.labeler.indep_thres)
-        return self.dist.broadcast_object(stats)
+        memory = self.memory
+        assert memory is not None
+        return refresh_cluster_labels(self.labeler, memory, lambda: memory.features, self.dist)
 
     def pseudo_label_diagnostics(self, slot_true_ids: np.ndarray) -> dict[str, float]:
         """Pairwise precision/recall of the current labels against the true ids (diagnostics
@@ -128,22 +102,22 @@ class CGPSMethod(Method):
 
     def training_step(self, model: nn.Module, batch: dict, epoch: int) -> StepOutput:
         assert self.memory is not None, "setup() was not called"
+        p = self.params
         out = self.run_model(model, batch, epoch)
         feats, extra_losses = self.reid_features(model, batch, out)
         slots = out.roi_slots
         positive = slots >= 0
         memory_labels = self.memory.labels.to(slots.device)
-        roi_labels = torch.where(positive, memory_labels[slots.clamp(min=0)],
-                                 torch.full_like(slots, BACKGROUND))
+        labels = roi_labels(slots, memory_labels)
         unit_feats = nn.functional.normalize(feats, dim=1)
         losses = {
             **out.losses,
             **extra_losses,
             **cluster_contrast_loss(unit_feats[positive], slots[positive],
                                     self.memory.features.to(feats.device), memory_labels,
-                                    self.temperature, self.top_percent),
-            **quaduplet_loss(feats, roi_labels, self.margin, self.bg_weight,
-                             *self._other_ranks(feats, roi_labels)),
+                                    p.temperature, p.top_percent),
+            **quaduplet_loss(feats, labels, p.quaduplet_margin, p.bg_weight,
+                             *self._other_ranks(feats, labels)),
         }
         # RoIs of a distributed sampler's padding repeats do not update the memory
         update = positive & memory_update_mask(batch, out.roi_image)
@@ -153,14 +127,14 @@ class CGPSMethod(Method):
     def _other_ranks(self, feats: Tensor, labels: Tensor) -> tuple[Tensor | None, Tensor | None]:
         """(features, labels) of the other processes' RoIs for cross-rank mining, or (None,
         None) when it is off or only one process runs (every rank calls it: a collective)."""
-        if not (self.cross_rank_mining and self.dist.enabled):
+        if not (self.params.cross_rank_mining and self.dist.enabled):
             return None, None
         return (self.dist.gather_from_other_ranks(feats.detach()),
                 self.dist.gather_from_other_ranks(labels))
 
     def after_step(self, pending: dict[str, Any]) -> None:
         assert self.memory is not None
-        self.memory.update(pending["slots"], pending["feats"], momentum=self.memory_momentum)
+        self.memory.update(pending["slots"], pending["feats"], momentum=self.params.memory_momentum)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:

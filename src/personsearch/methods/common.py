@@ -1,6 +1,7 @@
-"""Pieces every memory-based method shares: the slot layout of the training split, memory
-initialisation by a pass over the training images with the ground-truth boxes, and the
-pseudo-label diagnostics against the true identities.
+"""Pieces every memory-based method shares: the slot layout of the training split, the one
+memory-initialisation loop over the training images (test resize, ground-truth boxes; what is
+embedded per box is the caller's), the cluster-label refresh of CGPS and SSL, the RoI labels
+their losses take, and the pseudo-label diagnostics against the true identities.
 
 Shape glossary
 --------------
@@ -11,25 +12,23 @@ D        embedding dimension
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from personsearch.comm import DistContext
 from personsearch.data.records import SceneRecord
 from personsearch.data.splits import slot_offsets
 from personsearch.data.transforms import batch_images, load_image, preprocess
-from personsearch.engine.distributed import DistContext
+from personsearch.labels import BACKGROUND
+from personsearch.methods.context import ExtractionSizes
+from personsearch.pseudo_labels import CGPSPseudoLabeler
 
-
-@dataclass(frozen=True)
-class ExtractionSizes:
-    """Test-pipeline resize used to extract memory features (methods.md §2.2: the 1500×900
-    test pipeline); the train CLI sets it from the config's eval section."""
-
-    min_size: int = 900
-    max_size: int = 1500
+# (model, images [1,3,H,W] on the device, image_sizes, boxes [n,4] test-resized pixels on the
+#  device, record, (h, w) of the resized image) -> [n, D] one feature per box
+BoxEmbedder = Callable[[nn.Module, Tensor, list, Tensor, SceneRecord, tuple[int, int]], Tensor]
 
 
 def slot_images(records: Sequence[SceneRecord]) -> Tensor:
@@ -44,16 +43,19 @@ def num_slots(records: Sequence[SceneRecord]) -> int:
 
 
 @torch.no_grad()
-def extract_gt_embeddings(
+def extract_box_features(
     model: nn.Module,
     records: Sequence[SceneRecord],
     sizes: ExtractionSizes,
     device: torch.device,
+    embed: BoxEmbedder,
     progress: bool = True,
     description: str = "memory init",
 ) -> Tensor:
-    """[N, D] unit embeddings of every training GT box, in slot order, with the model in eval
-    mode and the GT boxes as the proposals (methods.md §2.2 "Initialisation")."""
+    """[N, D] float32 CPU features of every GT box of ``records``, in slot order: the memory
+    initialisation pass (docs/methods.md, "Initialisation"). Each image with boxes is loaded,
+    resized as at test time, batched alone and handed with its scaled GT boxes to ``embed``;
+    the model is in eval mode."""
     from tqdm import tqdm
 
     chunks: list[Tensor] = []
@@ -65,12 +67,32 @@ def extract_gt_embeddings(
         tensor, scale = preprocess(load_image(record.image_path), sizes.min_size, sizes.max_size)
         images, image_sizes = batch_images([tensor])
         boxes = torch.tensor(record.boxes, dtype=torch.float32) * scale
-        (embeddings,) = model.embed_boxes(images.to(device), image_sizes, [boxes.to(device)])
-        chunks.append(embeddings.float().cpu())
-    dim = getattr(model, "embedding_dim", None)
-    if not chunks:
-        return torch.zeros(0, int(dim or 0))
+        resized = (int(tensor.shape[-2]), int(tensor.shape[-1]))
+        features = embed(model, images.to(device), image_sizes, boxes.to(device), record, resized)
+        chunks.append(features.float().cpu())
+    if not chunks:  # no box in these records (a rank's share can be empty)
+        return torch.zeros(0, int(getattr(model, "embedding_dim", 0) or 0))
     return torch.cat(chunks, dim=0)
+
+
+def _gt_box_embeddings(model: nn.Module, images: Tensor, image_sizes: list, boxes: Tensor,
+                       record: SceneRecord, resized: tuple[int, int]) -> Tensor:
+    (embeddings,) = model.embed_boxes(images, image_sizes, [boxes])
+    return embeddings
+
+
+def extract_gt_embeddings(
+    model: nn.Module,
+    records: Sequence[SceneRecord],
+    sizes: ExtractionSizes,
+    device: torch.device,
+    progress: bool = True,
+    description: str = "memory init",
+) -> Tensor:
+    """[N, D] unit embeddings of every training GT box, in slot order, with the model in eval
+    mode and the GT boxes as the proposals."""
+    return extract_box_features(model, records, sizes, device, _gt_box_embeddings, progress,
+                                description)
 
 
 def extract_across_ranks(
@@ -100,6 +122,55 @@ def extract_across_ranks(
     out = gathered.new_empty(gathered.shape)
     out[slots] = gathered
     return out
+
+
+@dataclass(frozen=True)
+class ClusterParams:
+    """The parameters of the CGPS baseline that SSL keeps too: cluster contrast, self-paced
+    DBSCAN pseudo labels on k-reciprocal Jaccard distances, quaduplet loss (docs/methods.md).
+    Each method's ``Params`` extends this one."""
+
+    temperature: float = 0.05
+    top_percent: float = 0.6
+    k1: int = 30
+    k2: int = 6
+    eps: tuple[float, float, float] = (0.68, 0.70, 0.72)
+    min_samples: int = 4
+    quaduplet_margin: float = 0.3
+    bg_weight: float = 0.25
+
+
+def cluster_labeler(params: ClusterParams) -> CGPSPseudoLabeler:
+    """The pseudo labeler these parameters describe."""
+    return CGPSPseudoLabeler(k1=params.k1, k2=params.k2, eps=tuple(params.eps),
+                             min_samples=params.min_samples)
+
+
+def refresh_cluster_labels(labeler: Any, memory: Any, features: Callable[[], Tensor],
+                           dist: DistContext) -> dict[str, float]:
+    """The per-epoch cluster pseudo labels of CGPS and SSL: the main process clusters
+    ``features()`` ([N, D], the one host copy of the memory per epoch) with ``labeler``
+    (``pseudo_labels.CGPSPseudoLabeler``), every process receives the labels into
+    ``memory.set_labels`` and the labeler's self-paced state; returns the clustering
+    statistics as ``pseudo/<name>`` metrics (the same on every process)."""
+    labels = torch.zeros(memory.num_slots, dtype=torch.int64)
+    stats: dict[str, float] = {}
+    if dist.is_main:
+        result = labeler(features().cpu(), memory.slot_images.cpu())
+        labels = torch.from_numpy(np.asarray(result.labels, dtype=np.int64))
+        stats = {f"pseudo/{k}": float(v) for k, v in result.stats.items()}
+    memory.set_labels(dist.broadcast_tensor(labels))
+    labeler.indep_thres = dist.broadcast_object(labeler.indep_thres)
+    return dist.broadcast_object(stats)
+
+
+def roi_labels(roi_slots: Tensor, slot_labels: Tensor | None) -> Tensor:
+    """[R] int64 label of each sampled RoI for the quaduplet loss: the label of its GT slot
+    (``slot_labels[slot]``, or the slot itself when ``slot_labels`` is None: every box its own
+    class) and ``BACKGROUND`` for background RoIs (slot -1)."""
+    positive = roi_slots >= 0
+    classes = slot_labels[roi_slots.clamp(min=0)] if slot_labels is not None else roi_slots
+    return torch.where(positive, classes, torch.full_like(roi_slots, BACKGROUND))
 
 
 def memory_update_mask(batch: dict, image_index: Tensor) -> Tensor:

@@ -22,15 +22,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from personsearch.data.loader import seeded_generator
+from personsearch.comm import seeded_generator, unwrap_model
 from personsearch.data.occlusion import occlusion_mask_boxes
-from personsearch.engine.distributed import unwrap_model
 from personsearch.losses import dicl_relation_kl_loss, dicl_similarity_loss, fuse_features
 from personsearch.methods.cgps import CGPSMethod
 from personsearch.models.exemplars import crop_and_resize, person_rois
 
 
 class DICLMethod(CGPSMethod):
+    name = "dicl"
+
     @dataclass(frozen=True)
     class Params(CGPSMethod.Params):
         crop_size: tuple[int, int] = (224, 96)  # (h, w)
@@ -44,51 +45,37 @@ class DICLMethod(CGPSMethod):
         fuse_memory_features: bool = True  # memory losses on u_r (off = scene features f_r)
         sim_weight: float = 1.0
         kl_weight: float = 0.1
-        inference_fusion: bool = True  # read by personsearch eval (methods/extractors.py)
+        inference_fusion: bool = True  # personsearch eval --fusion auto (test_feature_extractors)
         seed: int = 0
         # several processes: the relation matrices span every process's RoIs (gathered, detached)
         cross_rank_relation: bool = False
 
-    def __init__(self, crop_size: tuple[int, int] = (224, 96), oic: bool = True,
-                 oic_prob: float = 0.5, oic_patches: int = 2, oic_grid: tuple[int, int] = (14, 6),
-                 fix_small_box_quirk: bool = False, use_sim: bool = True, use_kl: bool = True,
-                 fuse_memory_features: bool = True, sim_weight: float = 1.0,
-                 kl_weight: float = 0.1, inference_fusion: bool = True, seed: int = 0,
-                 cross_rank_relation: bool = False, **cgps_params: Any) -> None:
-        super().__init__(**cgps_params)
-        self.crop_size = (int(crop_size[0]), int(crop_size[1]))
-        self.oic = oic
-        self.oic_prob = oic_prob
-        self.oic_patches = oic_patches
-        self.oic_grid = (int(oic_grid[0]), int(oic_grid[1]))
-        self.fix_small_box_quirk = fix_small_box_quirk
-        self.use_sim = use_sim
-        self.use_kl = use_kl
-        self.fuse_memory_features = fuse_memory_features
-        self.inference_fusion = inference_fusion
-        self.seed = seed
-        self.cross_rank_relation = cross_rank_relation
-        self.loss_weights.update({"loss_sim": sim_weight, "loss_kl": kl_weight})
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.loss_weights.update({"loss_sim": self.params.sim_weight,
+                                  "loss_kl": self.params.kl_weight})
 
     def _generator(self, batch: dict, epoch: int) -> torch.Generator:
         """Masking randomness from (seed, epoch, image indices): reproducible and the same
         after a resume, with no state to checkpoint."""
         indices = torch.as_tensor(batch["image_indices"]).reshape(-1).tolist()  # one host sync
-        return seeded_generator(self.seed, epoch, *indices)
+        return seeded_generator(self.params.seed, epoch, *indices)
 
     def run_model(self, model: nn.Module, batch: dict, epoch: int) -> Any:
         images = batch["images"]
-        if self.oic:
+        p = self.params
+        if p.oic:
             boxes = [t["boxes"] for t in batch["targets"]]
-            images = occlusion_mask_boxes(images, boxes, self.oic_prob, self.oic_patches,
-                                          self.oic_grid, self._generator(batch, epoch),
-                                          self.fix_small_box_quirk)
+            images = occlusion_mask_boxes(images, boxes, p.oic_prob, p.oic_patches,
+                                          p.oic_grid, self._generator(batch, epoch),
+                                          p.fix_small_box_quirk)
         return model(images, batch["image_sizes"], batch["targets"])
 
     def reid_features(self, model: nn.Module, batch: dict, out: Any) -> tuple[Tensor, dict[str, Tensor]]:
         """u_r = (f_r + g_k(r)) / 2 for positive RoIs (f_r for background) and the SIC losses."""
+        p = self.params
         rois = person_rois([t["boxes"] for t in batch["targets"]])
-        crops = crop_and_resize(batch["images"], rois.to(batch["images"].device), self.crop_size)
+        crops = crop_and_resize(batch["images"], rois.to(batch["images"].device), p.crop_size)
         crop_feats = unwrap_model(model).embed_crops(crops)  # g  [G, D]
         slots = out.roi_slots
         positive = torch.nonzero(slots >= 0).squeeze(1)
@@ -98,19 +85,27 @@ class DICLMethod(CGPSMethod):
         scene = out.roi_embeddings[positive]
         crop_per_roi = crop_feats[gt_position]
         losses: dict[str, Tensor] = {}
-        if self.use_sim:
+        if p.use_sim:
             losses.update(dicl_similarity_loss(scene, crop_per_roi))
-        if self.use_kl:
+        if p.use_kl:
             extra = (None, None)
-            if self.cross_rank_relation and self.dist.enabled:  # a collective: every rank calls it
+            if p.cross_rank_relation and self.dist.enabled:  # a collective: every rank calls it
                 extra = (self.dist.gather_from_other_ranks(scene.detach()),
                          self.dist.gather_from_other_ranks(crop_per_roi.detach()))
             losses.update(dicl_relation_kl_loss(scene, crop_per_roi, *extra))
         feats = out.roi_embeddings
-        if self.fuse_memory_features:
+        if p.fuse_memory_features:
             feats = feats.clone()
             feats[positive] = fuse_features(scene, crop_per_roi)
         return feats, losses
+
+    @classmethod
+    def test_feature_extractors(cls, params: Any, fusion: str = "auto") -> dict[str, Any]:
+        """The official fusion when trained with ``inference_fusion`` (``fusion`` "auto") or
+        asked for ("on"); the scene features alone otherwise."""
+        if fusion == "on" or (fusion == "auto" and params.inference_fusion):
+            return fused_extractors(crop_size=params.crop_size)
+        return {}
 
 
 def fused_extractors(crop_size: tuple[int, int] = (224, 96)) -> dict[str, Any]:

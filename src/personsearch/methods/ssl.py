@@ -22,31 +22,35 @@ R   sampled stage-2 RoIs;  P  positive RoIs
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from personsearch.engine.distributed import unwrap_model
+from personsearch.comm import unwrap_model
 from personsearch.losses import (cluster_contrast_loss, multilabel_loss, quaduplet_loss,
                                  scale_invariant_loss)
 from personsearch.memory import DualMemory
 from personsearch.methods.base import Method, StepOutput
-from personsearch.methods.common import (ExtractionSizes, extract_across_ranks,
-                                         extract_gt_embeddings, memory_update_mask,
-                                         multilabel_precision_recall, num_slots, slot_images)
+from personsearch.methods.common import (ClusterParams, cluster_labeler, extract_across_ranks,
+                                         extract_box_features, extract_gt_embeddings,
+                                         memory_update_mask, multilabel_precision_recall,
+                                         num_slots, refresh_cluster_labels, roi_labels,
+                                         slot_images)
+from personsearch.methods.context import MethodContext
 from personsearch.models.exemplars import exemplar_embeddings
-from personsearch.pseudo_labels import (CGPSPseudoLabeler, dynamic_threshold, multilabel_targets,
+from personsearch.pseudo_labels import (dynamic_threshold, multilabel_targets,
                                         pseudo_label_precision_recall)
-
-BACKGROUND = -2
 
 
 class SSLMethod(Method):
+    name = "ssl"
+    renamed_params = {"margin": "scale_margin"}
+
     @dataclass(frozen=True)
-    class Params:
+    class Params(ClusterParams):  # the CGPS baseline parts, then SSL's own
         # exemplar branch
         scales: tuple[tuple[int, int], ...] = ((112, 48), (224, 96), (448, 192))  # (h, w)
         original_scale: bool = True
@@ -56,7 +60,7 @@ class SSLMethod(Method):
         use_dml: bool = True
         use_cluster: bool = True  # arXiv v1: DBSCAN + cluster contrast kept; ICCV: False
         use_quaduplet: bool = True
-        margin: float = 0.3
+        scale_margin: float = 0.3  # margin of the scale-invariant loss
         gamma: float = 0.05
         t_s: float = 0.6
         alpha: float = 0.1
@@ -64,17 +68,8 @@ class SSLMethod(Method):
         fixed_threshold: float | None = None
         delta: float = 5.0
         neg_ratio: float = 0.01  # MMCL hard negatives (1.0 = paper text)
-        reduction: str = "mean"  # "sum" = paper text
+        reduction: Literal["mean", "sum"] = "mean"  # "sum" = paper text
         lam: float = 0.8
-        # CGPS baseline parts
-        temperature: float = 0.05
-        top_percent: float = 0.6
-        k1: int = 30
-        k2: int = 6
-        eps: tuple[float, float, float] = (0.68, 0.70, 0.72)
-        min_samples: int = 4
-        quaduplet_margin: float = 0.3
-        bg_weight: float = 0.25
         # loss weights
         det_box_weight: float = 10.0
         scale_weight: float = 1.0
@@ -82,19 +77,14 @@ class SSLMethod(Method):
         cluster_weight: float = 1.0
 
     def __init__(self, **params: Any) -> None:
-        self.params = self.Params(**params)
+        super().__init__(**params)
         p = self.params
-        if p.reduction not in ("sum", "mean"):
-            raise ValueError(f"method.params.reduction: expected sum or mean, got {p.reduction!r}")
         if p.use_scale_loss and not (p.scales or p.original_scale):
             raise ValueError("method.params.scales: the scale-invariant loss needs exemplars")
-        self.labeler = CGPSPseudoLabeler(k1=p.k1, k2=p.k2, eps=tuple(p.eps),
-                                         min_samples=p.min_samples)
+        self.labeler = cluster_labeler(p)
         self.loss_weights = {"loss_det_box": p.det_box_weight, "loss_scale": p.scale_weight,
                              "loss_dml_inst": p.dml_weight, "loss_dml_scale": p.dml_weight,
                              "loss_cluster": p.cluster_weight}
-        self.extraction_sizes = ExtractionSizes()
-        self.progress = True
         self.memory: DualMemory | None = None
         self.epoch = 0
 
@@ -122,60 +112,49 @@ class SSLMethod(Method):
         return exemplars
 
     # ------------------------------------------------------------------ memory
-    def _build_memory(self, model: nn.Module, train_records: Sequence[Any],
-                      device: torch.device) -> None:
+    def _build_memory(self, model: nn.Module, context: MethodContext) -> None:
         """Both banks, slot images and labels on the model's device."""
-        self.memory = DualMemory(num_slots(train_records), model.embedding_dim,
-                                 slot_images(train_records), lam=self.params.lam, device=device)
+        records = context.train_records
+        self.memory = DualMemory(num_slots(records), model.embedding_dim, slot_images(records),
+                                 lam=self.params.lam, device=context.device)
 
-    @torch.no_grad()
-    def _initial_exemplar_features(self, model: nn.Module, train_records: Sequence[Any],
-                                   device: torch.device) -> Tensor:
-        """Mean exemplar embedding of every training box (test resize, eval mode)."""
-        from tqdm import tqdm
-
+    def _mean_exemplar(self, model: nn.Module, images: Tensor, image_sizes: list, boxes: Tensor,
+                       record: Any, resized: tuple[int, int]) -> Tensor:
+        """[n, D] unit mean exemplar embedding of each box of one test-resized image (masked
+        with the record's person masks when the run has them)."""
         from personsearch.data.masks import load_person_masks
-        from personsearch.data.transforms import batch_images, load_image, preprocess, resize_mask
+        from personsearch.data.transforms import resize_mask
 
-        chunks = []
-        model.eval()
-        for record in tqdm(train_records, desc="memory init (exemplars)", unit="img",
-                           disable=not self.progress, leave=False, dynamic_ncols=True):
-            if record.num_boxes == 0:
-                continue
-            tensor, scale = preprocess(load_image(record.image_path),
-                                       self.extraction_sizes.min_size, self.extraction_sizes.max_size)
-            images, _ = batch_images([tensor])
-            boxes = torch.from_numpy(np.asarray(record.boxes, np.float32) * scale)
-            mask = None
-            if self.params.use_masks and self.data_root is not None:
-                label_map = load_person_masks(self.data_root, record)
-                if label_map is not None:
-                    mask = resize_mask(label_map, tuple(tensor.shape[-2:]))
-            exemplars = self._exemplars(model, images.to(device), [boxes.to(device)], [mask])
-            chunks.append(F.normalize(exemplars.mean(dim=1), dim=1).float().cpu())
-        if not chunks:  # no box in these records (a rank's share can be empty)
-            return torch.zeros(0, model.embedding_dim)
-        return torch.cat(chunks, dim=0)
+        assert self.context is not None
+        mask = None
+        if self.params.use_masks and self.context.masks_root is not None:
+            label_map = load_person_masks(self.context.masks_root, record)
+            if label_map is not None:
+                mask = resize_mask(label_map, resized)
+        exemplars = self._exemplars(model, images, [boxes], [mask])
+        return F.normalize(exemplars.mean(dim=1), dim=1)
 
-    data_root: str | None = None  # set by the train CLI when masks are used
-
-    def setup(self, model: nn.Module, train_records: Sequence[Any], device: torch.device) -> None:
-        self._build_memory(model, train_records, device)
+    def setup(self, model: nn.Module, context: MethodContext) -> None:
+        """Both banks from the current model: M_I from the GT-box embeddings, M_M from the mean
+        exemplar embeddings (a copy of M_I without the exemplar branch); every process extracts
+        its share of the images and the features are gathered."""
+        super().setup(model, context)
+        self._build_memory(model, context)
         assert self.memory is not None
-        # every process extracts its share of the images; the features are gathered
-        progress = self.progress and self.dist.is_main
+        sizes, device = context.extraction_sizes, context.device
         inst = extract_across_ranks(
-            train_records, lambda records: extract_gt_embeddings(
-                model, records, self.extraction_sizes, device, progress=progress), self.dist)
+            context.train_records, lambda records: extract_gt_embeddings(
+                model, records, sizes, device, progress=context.show_progress), context.dist)
         scale = (extract_across_ranks(
-            train_records, lambda records: self._initial_exemplar_features(model, records, device),
-            self.dist) if self.uses_exemplars else inst.clone())
+            context.train_records, lambda records: extract_box_features(
+                model, records, sizes, device, self._mean_exemplar, context.show_progress,
+                "memory init (exemplars)"), context.dist)
+            if self.uses_exemplars else inst.clone())
         self.memory.initialize(inst, scale)
 
-    def restore(self, model: nn.Module, train_records: Sequence[Any], device: torch.device,
-                state: dict) -> None:
-        self._build_memory(model, train_records, device)
+    def restore(self, model: nn.Module, context: MethodContext, state: dict) -> None:
+        Method.setup(self, model, context)
+        self._build_memory(model, context)  # the state overwrites the features
         self.load_state_dict(state)
 
     # ------------------------------------------------------------------ pseudo labels
@@ -185,15 +164,9 @@ class SSLMethod(Method):
         stats: dict[str, float] = {"threshold": self.threshold(epoch)}
         if not self.params.use_cluster:
             return stats
-        labels = torch.zeros(self.memory.num_slots, dtype=torch.int64)
-        if self.dist.is_main:
-            # the one host copy of the memory per epoch
-            result = self.labeler(self.memory.combined().cpu(), self.memory.slot_images.cpu())
-            labels = torch.from_numpy(np.asarray(result.labels, dtype=np.int64))
-            stats.update({f"pseudo/{k}": float(v) for k, v in result.stats.items()})
-        self.memory.set_labels(self.dist.broadcast_tensor(labels))
-        self.labeler.indep_thres = self.dist.broadcast_object(self.labeler.indep_thres)
-        return self.dist.broadcast_object(stats)
+        stats.update(refresh_cluster_labels(self.labeler, self.memory, self.memory.combined,
+                                            self.dist))
+        return stats
 
     def pseudo_label_diagnostics(self, slot_true_ids: np.ndarray) -> dict[str, float]:
         """Pairwise precision/recall of the dynamic multi-labels (DML) and, when clustering is
@@ -226,10 +199,9 @@ class SSLMethod(Method):
                                                     memory.combined().to(device), labels,
                                                     p.temperature, p.top_percent))
             if p.use_quaduplet:
-                roi_classes = labels[slots.clamp(min=0)] if p.use_cluster else slots
-                roi_labels = torch.where(positive, roi_classes, torch.full_like(slots, BACKGROUND))
-                losses.update(quaduplet_loss(out.roi_embeddings, roi_labels, p.quaduplet_margin,
-                                             p.bg_weight))
+                losses.update(quaduplet_loss(out.roi_embeddings,
+                                             roi_labels(slots, labels if p.use_cluster else None),
+                                             p.quaduplet_margin, p.bg_weight))
 
         inst = out.gt_embeddings  # f_i: main branch at the exact GT box  [G, D]
         gt_slots = out.gt_slots
@@ -237,7 +209,7 @@ class SSLMethod(Method):
             boxes = [t["boxes"] for t in batch["targets"]]
             masks = [t.get("masks") for t in batch["targets"]]
             exemplars = self._exemplars(unwrap_model(model), batch["images"], boxes, masks)
-            losses.update(scale_invariant_loss(inst, exemplars, out.gt_image, p.margin, p.gamma))
+            losses.update(scale_invariant_loss(inst, exemplars, out.gt_image, p.scale_margin, p.gamma))
             scale_feats = F.normalize(exemplars.mean(dim=1), dim=1)  # f_i^h
         else:
             scale_feats = inst

@@ -1,5 +1,5 @@
 """torchrun entry point for test_elastic.py: ``personsearch train`` with the toy model and method
-of engine_toys, plus an injected fault and a dump of each rank's state.
+of tests/toys.py, plus an injected fault and a dump of each rank's state.
 
 Environment:
   ELASTIC_TEST_KILL_RANK, ELASTIC_TEST_KILL_ITERATION: in the first attempt of the worker group
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from engine_toys import install_toys
+from toys import install_toys
 
 from personsearch.cli.main import main
-from personsearch.engine.distributed import unwrap_model
+from personsearch.comm import unwrap_model
 from personsearch.engine.trainer import Trainer
 
 

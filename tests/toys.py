@@ -1,4 +1,5 @@
-"""A tiny model, a tiny method and a tiny on-disk train split for the engine tests.
+"""A tiny model, a tiny method and a tiny on-disk train split for the engine and train-CLI tests
+(a helper module: the suite's root folder, where it lives, is on ``sys.path`` under pytest).
 
 The real detector and methods are written elsewhere; these stand-ins exercise every part of the
 trainer contract: detection-like losses from the model, a memory bank with one row per
@@ -8,6 +9,7 @@ broadcast, random numbers inside the model (dropout) and BatchNorm buffers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +18,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from personsearch.comm import unwrap_model
 from personsearch.config import SolverConfig, TrainConfig
 from personsearch.data.loader import build_train_loader
 from personsearch.data.records import SceneRecord
-from personsearch.engine.distributed import unwrap_model
 from personsearch.methods.base import Method, StepOutput
 
 EMBED_DIM = 8
@@ -89,16 +91,23 @@ class ToyMethod(Method):
 
     name = "toy"
 
-    def __init__(self, momentum: float = 0.5, nan_at: tuple[int, ...] = ()) -> None:
-        self.momentum = momentum
+    @dataclass(frozen=True)
+    class Params:
+        momentum: float = 0.5
+        nan_at: tuple[int, ...] = ()  # training_step calls (0-based) that return NaN
+
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
+        self.momentum = self.params.momentum
         self.loss_weights = {"loss_mem": 2.0, "loss_obj": 0.5}
-        self.nan_at = set(nan_at)  # training_step calls (0-based) that return NaN
+        self.nan_at = set(self.params.nan_at)
         self.calls = 0
         self.memory = torch.zeros(0, EMBED_DIM)
         self.labels = torch.zeros(0, dtype=torch.int64)
 
-    def setup(self, model, train_records, device):
-        num_slots = sum(r.num_boxes for r in train_records)
+    def setup(self, model, context):
+        super().setup(model, context)
+        num_slots = sum(r.num_boxes for r in context.train_records)
         generator = torch.Generator().manual_seed(123)
         self.memory = F.normalize(torch.randn(num_slots, EMBED_DIM, generator=generator), dim=1)
         self.labels = torch.arange(num_slots)

@@ -1,6 +1,11 @@
-"""Multi-process helpers around ``torch.distributed`` (torchrun: RANK, WORLD_SIZE, LOCAL_RANK).
+"""Process-level helpers shared by the engine, the methods and the data loader (as detectron2's
+``utils/comm.py``): the torch.distributed context (torchrun: RANK, WORLD_SIZE, LOCAL_RANK) and
+seeded random generators. It imports nothing from the rest of the package, so ``engine`` and
+``methods`` both depend on it and never on each other's internals (``methods`` never imports
+``engine``).
 
-A :class:`DistContext` is handed to the trainer and to the method (``method.dist``). With one
+A :class:`DistContext` is handed to the trainer and, in the method's context, to the method
+(``MethodContext.dist``, read as ``method.dist``). With one
 process every helper is the identity, so methods call them unconditionally:
 
 - ``dist.is_main`` — rank 0 (writes files, computes pseudo labels).
@@ -24,6 +29,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as torch_dist
 from torch import nn
@@ -181,3 +187,11 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 
 LOCAL = DistContext()
+
+
+def seeded_generator(*entropy: int) -> torch.Generator:
+    """A torch.Generator seeded from the given integers (numpy SeedSequence mixing): the same
+    integers give the same stream, whatever the global RNG state or process."""
+    generator = torch.Generator()
+    generator.manual_seed(int(np.random.SeedSequence([int(e) for e in entropy]).generate_state(1)[0]))
+    return generator
