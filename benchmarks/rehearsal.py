@@ -33,7 +33,8 @@ started again: its run folder is cleared first). A failed stage is recorded with
 status and the end of its log (a finding), and the preset's later stages are skipped.
 
 ``--backbone resnet50`` runs the same stages with the preset's own backbone (random weights:
-peak memory, not accuracy).
+peak memory, not accuracy). ``--table`` prints the results as the markdown table of README /
+docs/results.md (one row per preset; "not run" for the stages without a record).
 """
 
 from __future__ import annotations
@@ -217,6 +218,43 @@ def rehearse(preset: str, root: Path, args: argparse.Namespace, records: list[di
             return
 
 
+def _pair(wall: float | None, cpu: float | None) -> str:
+    if wall is None:
+        return "-"
+    return f"{wall:,.1f} / {cpu:,.1f}" if cpu is not None else f"{wall:,.1f}"
+
+
+def markdown_table(records: list[dict], backbone: str, presets: list[str]) -> str:
+    """One row per preset from the latest record of each stage: what was measured, and
+    "not run" where a stage has no record."""
+    lines = ["| preset | N (boxes) | memory init s (wall / CPU) | pseudo labels s, epoch 1 / 2 "
+             "| s per iteration (wall / CPU) | evaluation s (wall / CPU) | peak RSS MiB "
+             "| checkpoint MB | stages |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for preset in presets:
+        latest = {}
+        for record in records:
+            if record.get("preset") == preset and record.get("backbone") == backbone:
+                latest[record["stage"]] = record
+        first, second, evaluate = (latest[stage] if latest.get(stage, {}).get("status") == "ok"
+                                   else {} for stage in STAGES)
+        status = ", ".join(f"{stage} {latest[stage]['status']}" if stage in latest
+                           else f"{stage} not run" for stage in STAGES)
+        rss = [r["peak_rss_mib"] for r in latest.values() if r.get("status") == "ok"]
+        checkpoint = (second or first).get("checkpoint_bytes")
+        pseudo = [r.get("pseudo_labels_s") for r in (first, second)]
+        lines.append(" | ".join([
+            f"| {preset}", str(first.get("train_boxes_N", "-")),
+            _pair(first.get("memory_init_s"), first.get("memory_init_cpu_s")),
+            " / ".join("-" if v is None else f"{v:,.1f}" for v in pseudo),
+            _pair(first.get("seconds_per_iteration"), first.get("cpu_seconds_per_iteration")),
+            _pair(evaluate.get("wall_s"),
+                  None if not evaluate else evaluate["cpu_user_s"] + evaluate["cpu_system_s"]),
+            f"{max(rss):,.0f}" if rss else "-",
+            f"{checkpoint / 1e6:,.1f}" if checkpoint else "-", status]) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prw-root", default="/work/data/prw-full")
@@ -229,12 +267,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backbone", default="small",
                         help="small (default), resnet18, resnet50, or preset (keep the preset's)")
     parser.add_argument("--iters-per-epoch", type=int, default=10)
+    parser.add_argument("--table", action="store_true",
+                        help="print the markdown table of --results (for --backbone) and exit")
     args = parser.parse_args(argv)
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     for preset in presets:
         method, _, dataset = preset.rpartition("_")
         if method not in METHODS or dataset not in DATASETS:
             parser.error(f"unknown preset {preset!r}; expected <{'|'.join(METHODS)}>_<prw|cuhk>")
+    if args.table:
+        print(markdown_table(load_results(Path(args.results)), args.backbone, presets))
+        return 0
     if args.iters_per_epoch < 1:
         parser.error("--iters-per-epoch must be >= 1")
     env = dict(os.environ)

@@ -80,7 +80,8 @@ class FakeStages:
             (run_dir / "checkpoints" / "last.pt").write_bytes(b"x" * (100 if stage == "epoch1" else 120))
         else:
             (run_dir / "eval.json").write_text(json.dumps({"mAP": 0.01}))
-        return {"exit_status": 0, "wall_s": 2.0, "peak_rss_mib": 99.0}
+        return {"exit_status": 0, "wall_s": 2.0, "peak_rss_mib": 99.0, "cpu_user_s": 1.5,
+                "cpu_system_s": 0.25}
 
 
 def _args(tmp_path, dataset_root):
@@ -131,3 +132,23 @@ def test_an_epoch1_cut_off_midway_starts_again_in_a_clean_folder(rehearsal, tmp_
     monkeypatch.setattr(rehearsal, "run_process", fake)  # asserts the folder was cleared
     assert rehearsal.main(_args(tmp_path, root)) == 0
     assert fake.calls == ["epoch1", "epoch2", "evaluate"]
+
+
+def test_table_shows_measured_rows_and_says_what_was_not_run(rehearsal, tmp_path, monkeypatch,
+                                                             capsys):
+    root = tmp_path / "prw"
+    (root / "diagnostics").mkdir(parents=True)
+    (root / "diagnostics" / "counts.json").write_text("{}")
+    monkeypatch.setattr(rehearsal, "run_process", FakeStages(fail={"evaluate"}))
+    rehearsal.main(_args(tmp_path, root))
+    capsys.readouterr()
+    rehearsal.main(_args(tmp_path, root) + ["--table"])
+    table = capsys.readouterr().out.splitlines()
+    assert len(table) == 4  # header, rule, two presets
+    cgps, ssl = table[2], table[3]
+    assert cgps.startswith("| cgps_cuhk | - |")
+    assert "epoch1 not run, epoch2 not run, evaluate not run" in cgps
+    cells = [cell.strip() for cell in ssl.strip("|").split("|")]
+    assert cells[:5] == ["ssl_arxiv_prw", "30", "12.5 / 6.0", "3.2 / 2.0", "4.0 / 2.5"]
+    assert cells[5] == "-" and cells[6] == "99" and cells[7] == "0.0"
+    assert cells[8] == "epoch1 ok, epoch2 ok, evaluate failed"
