@@ -47,6 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--test-proposals", type=int, default=None,
                        help="RPN proposals per image (default: the checkpoint's, SeqNet 300); "
                             "fewer means less work per image and may miss persons in crowded scenes")
+    build.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"), default="auto",
+                       help="inference path (default auto: measured once per machine and model, the "
+                            "fastest passing an accuracy check; int8 needs a `personsearch quantize` "
+                            "checkpoint; docs/precision.md)")
     build.add_argument("--device", default="cpu")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     info = actions.add_parser("info", help="print counts, model and settings of an index")
@@ -116,12 +120,17 @@ def run(args: argparse.Namespace) -> int:
         raise PersonSearchError(f"--batch-size must be >= 1, got {args.batch_size}")
     sampling = Sampling(None, keyframes=True) if args.keyframes else Sampling(1.0 if args.every is None else args.every)
     embedder = load_embedder(args.checkpoint, args.min_size, args.max_size, device=args.device,
-                             test_proposals=args.test_proposals)
+                             test_proposals=args.test_proposals, precision=args.precision)
     report = build_index(
         args.out, embedder, args.images,
         checkpoint=embedder.checkpoint, index_type=args.index_type, index_params=_index_params(args),
         min_score=args.min_score, batch_size=args.batch_size, progress=not args.quiet, sampling=sampling,
     )
     print(report.summary())
+    processed = report.added + report.changed + report.frames_added
+    if processed and report.seconds > 0:
+        path = getattr(embedder, "precision", None)  # a model embedder says which inference path it ran
+        print(f"throughput: {processed / report.seconds:.2f} images/s ({processed} images and frames processed"
+              + (f", inference path {path})" if path else ")"))
     print(f"index: {args.out}")
     return 0

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "index": ("index", "build or inspect a persistent gallery index"),
     "search": ("search", "search an index with a query person"),
     "serve": ("serve", "serve the search web page"),
+    "quantize": ("quantize", "write an INT8 checkpoint (ONNX Runtime, calibrated on training images)"),
     "import-checkpoint": ("import_checkpoint", "convert a released reference checkpoint (SeqNet)"),
     "demo": ("demo", "the main job end to end: synthetic data, SSL training, evaluation, results picture"),
 }

@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="memory for uploaded images; the oldest are dropped beyond it (default 128 MB)")
     parser.add_argument("--request-timeout", type=float, default=30.0,
                         help="seconds a client may take to send a request, headers and body (default 30)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"), default="auto",
+                        help="inference path of box queries (default auto: measured once per machine and "
+                             "model; docs/precision.md)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--verbose", action="store_true", help="log every request")
 
@@ -57,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     embedder = None
     checkpoint = args.checkpoint or store.settings.checkpoint
     if args.checkpoint is not None or Path(checkpoint).is_file():
-        embedder = load_embedder(checkpoint, store.settings.min_size, store.settings.max_size, device=args.device)
+        embedder = load_embedder(checkpoint, store.settings.min_size, store.settings.max_size, device=args.device,
+                                 precision=args.precision)
         check_embedder(store, embedder, checkpoint)
     else:
         print(f"note: checkpoint {checkpoint} not found: box queries are off (pass --checkpoint)", file=sys.stderr)

@@ -178,7 +178,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
     """Rebuild the model of a checkpoint for inference (eval mode, on ``device``).
 
     Returns (model, info) with info keys: fingerprint, model_kwargs, method, epoch, iteration,
-    config, path.
+    config, path, int8 (None unless the checkpoint holds INT8 graphs).
     """
     state = load_checkpoint(path)
     for key in ("model_kwargs", "model"):
@@ -209,6 +209,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
         "iteration": state.get("iteration"),
         "config": state.get("config"),
         "path": str(path),
+        # INT8 graphs and check images of a checkpoint written by `personsearch quantize`
+        # (personsearch.precision.checkpoint); None for any other checkpoint
+        "int8": state.get("int8"),
     }
     return model, info
 
