@@ -26,6 +26,9 @@ def test_photo_box_rules():
     assert chosen.box.tolist() == [40, 4, 70, 60] and chosen.source == "largest detection (score 0.90, 27% of the image)"
     assert photo_box(embedder, with_background, 0.5, "whole").box.tolist() == [0, 0, 96, 64]
     assert photo_box(embedder, alone, 0.5, "largest").box.tolist() == [2, 2, 94, 62]
+    speck = scene_array([("red", (40, 20, 44, 28))])  # 4 x 8 = 0.5 % of the photo: not the person
+    assert photo_box(embedder, speck, 0.5).source == "whole image (the largest detection covers only 0.5% of it: not the person)"
+    assert photo_box(embedder, speck, 0.5, "largest").box.tolist() == [40, 20, 44, 28]
     empty = scene_array([])
     assert photo_box(embedder, empty, 0.5).source == "whole image (no person detected with score >= 0.5)"
     with pytest.raises(PersonSearchError, match="snap.jpg: no person detected"):

@@ -5,9 +5,11 @@ The box of a photo (``box_mode``):
 - ``"whole"``: the whole image is the person (a cut-out or cropped photo);
 - ``"largest"``: the largest detection with score >= the index's ``min_score`` (a photo with
   background); an error when nothing is detected;
-- ``"auto"`` (default): the largest detection, unless nothing is detected or it covers at least
-  ``WHOLE_IMAGE_COVER`` of the image, then the whole image (a detector often puts a box a
-  little inside a tightly cropped person; the whole crop is then the better box).
+- ``"auto"`` (default): the largest detection, unless nothing is detected, or it covers at least
+  ``WHOLE_IMAGE_COVER`` of the image (a detector often puts a box a little inside a tightly
+  cropped person; the whole crop is then the better box), or less than ``MIN_DETECTION_COVER``
+  (a speck in a photo that is meant to show the person is a false detection, or the person is
+  too large for the detector to find), then the whole image.
 
 Each photo's result says which box was used and why (``box_source``). Several photos (the same
 person seen more than once) are combined as re-id systems combine a track: the mean of their
@@ -33,6 +35,7 @@ from personsearch.search.store import GalleryStore
 
 BOX_MODES = ("auto", "whole", "largest")
 WHOLE_IMAGE_COVER = 0.5
+MIN_DETECTION_COVER = 0.03
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,9 @@ def photo_box(embedder, image: np.ndarray, min_score: float, box_mode: str = "au
     if box_mode == "auto" and cover >= WHOLE_IMAGE_COVER:
         return PhotoBox(whole, f"whole image (the largest detection covers {cover:.0%} of it: a photo of the "
                                "person alone)")
+    if box_mode == "auto" and cover < MIN_DETECTION_COVER:
+        return PhotoBox(whole, f"whole image (the largest detection covers only {cover:.1%} of it: not the "
+                               "person)")
     if areas[largest] <= 0:
         raise PersonSearchError(f"{where}: the largest detection is empty after clipping to the image")
     return PhotoBox(clipped[largest], f"largest detection (score {float(scores[largest]):.2f}, "

@@ -43,7 +43,7 @@ from .scene import RenderContext, render_frame
 from .settings import make_settings
 
 MIN_VISIBLE_WIDTH = 0.5  # a person counts as visible when this much of its box width is inside the frame
-PHOTO_MARGIN = 0.25  # photo crop: the person box grown by this fraction of its height on each side
+PHOTO_PERSON_HEIGHT = 0.6  # the person's height in its photo, as a fraction of the photo's height
 
 
 @dataclass(frozen=True)
@@ -170,23 +170,27 @@ def generate_videos(out_dir: str | Path, seed: int = 0, cameras: int = 2, identi
 
 
 def _write_photos(folder: Path, context: RenderContext, camera: int, width: int, height: int) -> dict:
-    """One photo per identity: the person alone, standing in the middle of camera ``camera``'s
-    scene, cropped with a margin (so the photo has background). Returns name -> {id, box}."""
+    """One photo per identity: the person alone in camera ``camera``'s scene, a snapshot (4:3,
+    the person ``PHOTO_PERSON_HEIGHT`` of its height, in the middle) cropped from a rendered frame,
+    so the photo has background. Returns name -> {id, box (photo pixels)}."""
     photos = {}
     for identity, appearance in context.appearances.items():
-        box_h = int(0.7 * height)
+        box_h = int(round(0.5 * height))
         box_w = max(8, int(round(box_h * 0.363 * np.sqrt(appearance.build))))
-        foot = height - 2  # close to the camera, feet at the bottom of the picture
+        foot = height - int(round(0.1 * height))
         x1 = (width - box_w) // 2
         box = (x1, foot - box_h, x1 + box_w, foot)
         plan = FramePlan(camera * 1_000_000 + identity, f"photo_{identity}", "test", camera, 0,
                          (PersonPlan(identity, True, box, 1.0),), width, height)
         image, _ = render_frame(plan, context)
-        margin = int(round(PHOTO_MARGIN * box_h))
-        crop = (max(0, box[0] - margin), max(0, box[1] - margin), min(width, box[2] + margin), min(height, box[3] + margin))
+        crop_h = min(height, int(round(box_h / PHOTO_PERSON_HEIGHT)))
+        crop_w = min(width, int(round(crop_h * 4 / 3)))
+        top = max(0, min(height - crop_h, (box[1] + box[3]) // 2 - crop_h // 2))
+        left = (width - crop_w) // 2
+        crop = (left, top, left + crop_w, top + crop_h)
         name = f"person_{identity:02d}.jpg"
         buffer = BytesIO()
         image.crop(crop).save(buffer, format="JPEG", quality=92)
         atomic_write_bytes(folder / name, buffer.getvalue())
-        photos[name] = {"id": identity, "box": [box[0] - crop[0], box[1] - crop[1], box[2] - crop[0], box[3] - crop[1]]}
+        photos[name] = {"id": identity, "box": [box[0] - left, box[1] - top, box[2] - left, box[3] - top]}
     return photos
