@@ -13,9 +13,11 @@ from personsearch.config import (
     PRESETS_DIR,
     Backbone,
     BoxLoss,
+    ChannelOrder,
     Config,
     DataFormat,
     ModelConfig,
+    ResnetStyle,
     RoiPooling,
     config_from_dict,
     config_to_dict,
@@ -148,13 +150,15 @@ def test_backbone_error_message(tmp_path):
 def test_choice_lists_match_the_code_that_implements_them():
     from personsearch.data.splits import FORMATS
     from personsearch.losses.detection import BOX_LOSSES
-    from personsearch.models.backbones import _ARCHS
+    from personsearch.models.backbones import _ARCHS, CHANNEL_ORDERS, RESNET_STYLES
     from personsearch.models.roi_heads import ROI_POOLING_KINDS
 
     assert typing.get_args(DataFormat) == FORMATS
     assert set(typing.get_args(Backbone)) == set(_ARCHS)
     assert typing.get_args(RoiPooling) == ROI_POOLING_KINDS
     assert typing.get_args(BoxLoss) == BOX_LOSSES
+    assert typing.get_args(ResnetStyle) == RESNET_STYLES
+    assert typing.get_args(ChannelOrder) == CHANNEL_ORDERS
 
 
 # ------------------------------------------------------------------------- base: chains

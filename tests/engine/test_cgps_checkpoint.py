@@ -21,6 +21,7 @@ from personsearch.engine.reference_checkpoints import (
 from personsearch.errors import CheckpointError
 from personsearch.models import build_model
 from personsearch.models.inference import set_test_proposals
+from reference_names import rename_prefixes
 
 # Our name -> CGPS's mmdetection name, written out by hand from mmdetection 2.x's modules
 # (ResNet with norm1 = "bn1" and Bottleneck conv1..3 / bn1..3 / downsample.0/.1, RPNHead's
@@ -59,12 +60,7 @@ def to_mmdet(state):
     in mmdetection's order (person, background), the one-class regressor (person rows only),
     BN batch counters (mmdetection's BN keeps them even when frozen), the hybrid memory."""
     out = {}
-    for key, value in state.items():
-        name = key
-        for ours_prefix, theirs_prefix in HAND_MAP:
-            if key.startswith(ours_prefix):
-                name = theirs_prefix + key[len(ours_prefix):]
-                break
+    for name, value in rename_prefixes(state, HAND_MAP).items():
         if name.startswith("roi_head.bbox_head.fc_cls."):
             value = value[[1, 0]]
         elif name.startswith("roi_head.bbox_head.fc_reg."):

@@ -16,6 +16,7 @@ from personsearch.engine.reference_checkpoints import (
 )
 from personsearch.errors import CheckpointError
 from personsearch.models import build_model
+from reference_names import rename_prefixes
 
 # Our name -> SeqNet's name, written out by hand from SeqNet's modules (models/seqnet.py,
 # models/resnet.py at edec285c) independently of the converter's rules.
@@ -42,16 +43,8 @@ def ours():
 
 
 def to_seqnet(state, new_rpn_names=False):
-    out = {}
-    for key, value in state.items():
-        name = key
-        for ours_prefix, theirs_prefix in HAND_MAP:
-            if key.startswith(ours_prefix):
-                name = theirs_prefix + key[len(ours_prefix):]
-                break
-        if new_rpn_names and key.startswith("rpn.head.conv."):
-            name = key.replace("rpn.head.conv.", "rpn.head.conv.0.0.")
-        out[name] = value
+    prefixes = HAND_MAP + ([("rpn.head.conv.", "rpn.head.conv.0.0.")] if new_rpn_names else [])
+    out = rename_prefixes(state, prefixes)
     out["roi_heads.reid_loss.lut"] = torch.zeros(5532, 256)
     out["roi_heads.reid_loss.cq"] = torch.zeros(5000, 256)
     return out
@@ -102,8 +95,8 @@ def test_read_released_layout_with_scheduler_counter(tmp_path, ours):
 
 
 @pytest.mark.parametrize("content, problem", [
-    ({"weights": {"a": 1}}, "no 'model' state dict in this file (top level: ['weights'])"),
-    ([1, 2], "no 'model' state dict in this file (top level: list)"),
+    ({"weights": {"a": 1}}, "no 'model' or 'state_dict' state dict in this file (top level: ['weights'])"),
+    ([1, 2], "no 'model' or 'state_dict' state dict in this file (top level: list)"),
 ])
 def test_not_a_checkpoint(tmp_path, content, problem):
     path = tmp_path / "bad.pth"

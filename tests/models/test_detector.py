@@ -31,6 +31,7 @@ CONTRACT_KWARGS = [
     "roi_fg_iou_thresh", "roi_bg_iou_thresh", "roi_batch_size_per_image", "roi_positive_fraction",
     "box_score_thresh", "box_nms_thresh", "reid_nms_thresh", "detections_per_image",
     "roi_head", "roi_aligned", "rpn_min_size_train", "rpn_min_size_test", "rpn_box_loss", "roi_box_loss",
+    "resnet_style", "pixel_mean", "pixel_std", "channel_order", "anchor_rounding",
 ]
 
 

@@ -160,14 +160,23 @@ def _check_against_model(source: str, reference: str, renamed: dict[str, Tensor]
     return out
 
 
+def _convert(state: dict[str, Tensor], source: str, reference: str, entry: str,
+             rules: list[tuple[re.Pattern[str], str | None]], model_kwargs: dict[str, Any],
+             convert_values: Callable[[dict[str, Tensor]], dict[str, str]] | None = None) -> dict[str, Tensor]:
+    """A reference's state dict (``entry`` of its file) renamed by ``rules``, values converted
+    where the layouts differ, checked against our model."""
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise CheckpointError(f"{source}: the '{entry}' entry is not a state dict of tensors")
+    renamed, unmatched = _rename(state, rules)
+    problems = convert_values(renamed) if convert_values is not None else {}
+    return _check_against_model(source, reference, renamed, unmatched, model_kwargs, problems)
+
+
 def seqnet_to_personsearch(state: dict[str, Tensor], source: str = "state dict",
                            model_kwargs: dict[str, Any] | None = None) -> dict[str, Tensor]:
     """SeqNet's ``model`` state dict -> our state dict for ``build_model(**model_kwargs)``
     (SeqNet's own settings by default). CheckpointError naming ``source`` when it does not fit."""
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise CheckpointError(f"{source}: the 'model' entry is not a state dict of tensors")
-    renamed, unmatched = _rename(state, _SEQNET_RULES)
-    return _check_against_model(source, "SeqNet", renamed, unmatched, model_kwargs or _seqnet_model_kwargs())
+    return _convert(state, source, "SeqNet", "model", _SEQNET_RULES, model_kwargs or _seqnet_model_kwargs())
 
 
 def read_reference_state_dict(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -209,22 +218,27 @@ def _seqnet_config(dataset: str) -> dict[str, Any]:
     return plain
 
 
+def _imported_checkpoint(fmt: str, path: str | Path, model_kwargs: dict[str, Any], model_state: dict[str, Tensor],
+                         config: dict[str, Any], epoch: Any) -> dict[str, Any]:
+    """The personsearch checkpoint dict of an imported reference model (method = ``fmt``)."""
+    return {
+        "format_version": 1,
+        "model_kwargs": model_kwargs,
+        "model": model_state,
+        "method": fmt,
+        "method_state": {},
+        "config": config,
+        "epoch": int(epoch) if isinstance(epoch, int) else None,
+        "iteration": None,
+        "imported_from": {"format": fmt, "file": str(Path(path).resolve())},
+    }
+
+
 def import_seqnet(path: str | Path, dataset: str = "prw") -> dict[str, Any]:
     state, extra = read_reference_state_dict(path)
     kwargs = _seqnet_model_kwargs()
     model_state = seqnet_to_personsearch(state, str(path), kwargs)
-    epoch = extra.get("epoch")
-    return {
-        "format_version": 1,
-        "model_kwargs": kwargs,
-        "model": model_state,
-        "method": "seqnet",
-        "method_state": {},
-        "config": _seqnet_config(dataset),
-        "epoch": int(epoch) if isinstance(epoch, int) else None,
-        "iteration": None,
-        "imported_from": {"format": "seqnet", "file": str(Path(path).resolve())},
-    }
+    return _imported_checkpoint("seqnet", path, kwargs, model_state, _seqnet_config(dataset), extra.get("epoch"))
 
 
 #: Key patterns of CGPS's mmdetection state dict (configs/cgps/*.py at ljpadam/CGPS 68671ff:
@@ -312,11 +326,8 @@ def cgps_to_personsearch(state: dict[str, Tensor], source: str = "state dict",
                          model_kwargs: dict[str, Any] | None = None) -> dict[str, Tensor]:
     """CGPS's mmdetection ``state_dict`` -> our state dict for ``build_model(**model_kwargs)``
     (CGPS's own settings by default). CheckpointError naming ``source`` when it does not fit."""
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise CheckpointError(f"{source}: the 'state_dict' entry is not a state dict of tensors")
-    renamed, unmatched = _rename(state, _CGPS_RULES)
-    problems = _cgps_predictor_to_ours(renamed)
-    return _check_against_model(source, "CGPS", renamed, unmatched, model_kwargs or cgps_model_kwargs(), problems)
+    return _convert(state, source, "CGPS", "state_dict", _CGPS_RULES, model_kwargs or cgps_model_kwargs(),
+                    _cgps_predictor_to_ours)
 
 
 def _cgps_config(dataset: str, model_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -324,9 +335,8 @@ def _cgps_config(dataset: str, model_kwargs: dict[str, Any]) -> dict[str, Any]:
 
     short, long = _CGPS_TEST_SIZE[dataset]
     gallery_size = -1 if dataset == "prw" else 100
-    model = {k: v for k, v in model_kwargs.items()}
     cfg = Config(data=DataConfig(format=dataset, min_size=short, max_size=long),
-                 model=ModelConfig(**model), method=MethodConfig(name="cgps"),
+                 model=ModelConfig(**model_kwargs), method=MethodConfig(name="cgps"),
                  eval=EvalConfig(format=dataset, det_thresh=0.5, gallery_size=gallery_size,
                                  min_size=short, max_size=long))
     return config_to_dict(cfg)
@@ -336,18 +346,7 @@ def import_cgps(path: str | Path, dataset: str = "prw") -> dict[str, Any]:
     state, extra = read_reference_state_dict(path)
     kwargs = cgps_model_kwargs()
     model_state = cgps_to_personsearch(state, str(path), kwargs)
-    epoch = extra.get("epoch")
-    return {
-        "format_version": 1,
-        "model_kwargs": kwargs,
-        "model": model_state,
-        "method": "cgps",
-        "method_state": {},
-        "config": _cgps_config(dataset, kwargs),
-        "epoch": int(epoch) if isinstance(epoch, int) else None,
-        "iteration": None,
-        "imported_from": {"format": "cgps", "file": str(Path(path).resolve())},
-    }
+    return _imported_checkpoint("cgps", path, kwargs, model_state, _cgps_config(dataset, kwargs), extra.get("epoch"))
 
 
 REFERENCE_FORMATS: dict[str, Callable[..., dict[str, Any]]] = {"seqnet": import_seqnet, "cgps": import_cgps}
