@@ -141,7 +141,7 @@ def test_checkpoint_carries_cgps_network_and_test_settings(imported):
     checkpoint = load_checkpoint(imported[1])
     assert checkpoint["method"] == "cgps" and checkpoint["epoch"] == 24
     assert checkpoint["config"]["eval"] == {"format": "prw", "root": None, "det_thresh": 0.5,
-                                            "gallery_size": -1, "min_size": 600, "max_size": 1000}
+                                            "gallery_size": -1, "min_size": 900, "max_size": 1500}
     cuhk = import_reference_checkpoint("cgps", imported[0], "cuhk-sysu")
     assert cuhk["config"]["eval"] == {"format": "cuhk-sysu", "root": None, "det_thresh": 0.5,
                                       "gallery_size": 100, "min_size": 900, "max_size": 1500}
@@ -195,7 +195,7 @@ def test_not_a_checkpoint(tmp_path, content, problem):
 
 def test_import_then_eval_end_to_end(tmp_path, imported):
     """personsearch eval on the imported checkpoint, tiny synthetic PRW, detections included
-    (small test size and 8 proposals to stay fast, overriding the checkpoint's 600/1000 and 300)."""
+    (small test size and 8 proposals to stay fast, overriding the checkpoint's 900/1500 and 300)."""
     from personsearch.data.synth import generate_dataset
 
     root, metrics = tmp_path / "prw", tmp_path / "m.json"

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=["prw", "cuhk-sysu"], default="prw",
                         help="dataset the model was trained on; sets the evaluation defaults "
                              "recorded in the checkpoint (PRW: full gallery; CUHK-SYSU: 100; "
-                             "cgps: its test image size, PRW 600/1000, CUHK-SYSU 900/1500)")
+                             "both references test at 900/1500)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -50,7 +50,7 @@ CGPS (mmdetection) name                                          personsearch na
 The imported checkpoint carries CGPS's network settings (caffe-style ResNet-50 with frozen BN,
 BGR input with mean 103.53/116.28/123.675 and std 1, unrounded anchors of ratios 1/2/3, aligned
 RoIAlign with adaptive sampling, its single RoI head) and test settings (images resized to
-600/1000 on PRW and 900/1500 on CUHK-SYSU, 6000/300 proposals at NMS 0.7, minimum proposal
+900/1500 on both datasets, 6000/300 proposals at NMS 0.7, minimum proposal
 side 16, score threshold 0.05, NMS 0.4, at most 100 detections): ``_CGPS_MODEL``.
 """
 
@@ -309,8 +309,10 @@ _CGPS_MODEL: dict[str, Any] = {
     "box_score_thresh": 0.05, "box_nms_thresh": 0.4, "detections_per_image": 100,
     "rpn_box_loss": "l1", "roi_box_loss": "l1",
 }
-#: CGPS's test image scale per dataset (its test_pipeline img_scale, keep_ratio): (short, long) side.
-_CGPS_TEST_SIZE = {"prw": (600, 1000), "cuhk-sysu": (900, 1500)}
+#: CGPS's test image scale per dataset (configs/cgps/{prw,cuhk}.py at 68671ff, test_pipeline
+#: img_scale (1500, 900), keep_ratio): (short, long) side. (The repository's first commit had
+#: (1000, 600) for PRW.)
+_CGPS_TEST_SIZE = {"prw": (900, 1500), "cuhk-sysu": (900, 1500)}
 
 
 def cgps_model_kwargs() -> dict[str, Any]:
