@@ -9,8 +9,9 @@ emulates it, several times slower than fp32); ``int8`` only for a checkpoint wit
 Check images: the held-out training images stored with the INT8 graphs; a checkpoint without
 them (float32 only) is checked on two fixed procedural images (``procedural_images``).
 
-Cache: one JSON file per (machine, model) under ``cache_dir()`` ($PERSONSEARCH_CACHE_DIR, else
-$XDG_CACHE_HOME/personsearch, else ~/.cache/personsearch), in ``precision/``. The machine key
+Cache: one JSON file per (machine, model) in ``precision/`` of the user cache folder
+(``data.parse_cache.cache_dir``: $PERSONSEARCH_CACHE_DIR, else $XDG_CACHE_HOME/personsearch,
+else ~/.cache/personsearch; ``PERSONSEARCH_CACHE_DIR=off``: measured every time). The machine key
 is the CPU model and flags, torch and onnxruntime versions and the thread count; the model key
 is the checkpoint fingerprint, the INT8 graphs' digest, the input sizes and the test proposals.
 """
@@ -20,10 +21,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -42,17 +42,10 @@ from personsearch.precision.check import (
 )
 from personsearch.precision.paths import InferencePath, prepare_path
 
-__all__ = ["AutoChoice", "choose_path", "cache_dir", "machine_record", "procedural_images"]
+__all__ = ["AutoChoice", "choose_path", "machine_record", "native_bf16", "procedural_images"]
 
 CACHE_FORMAT = 1
 PathBuilder = Callable[[nn.Module], InferencePath]
-
-
-def cache_dir() -> Path:
-    if os.environ.get("PERSONSEARCH_CACHE_DIR"):
-        return Path(os.environ["PERSONSEARCH_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "personsearch"
 
 
 def _cpu_model_and_flags() -> tuple[str, list[str]]:
@@ -173,12 +166,14 @@ def choose_path(model: nn.Module, info: dict, *, min_size: int, max_size: int, t
     unprepared; left unchanged) or read from the cache. ``builders`` / ``images`` default to
     ``default_builders`` / the checkpoint's check images."""
     from personsearch.atomic import atomic_write_text
+    from personsearch.data.parse_cache import cache_dir
     from personsearch.precision.checkpoint import int8_check_images
 
     machine = machine_record()
     model_key = _model_key(info, min_size, max_size, test_proposals)
-    cache_file = _cache_file(machine, model_key, folder or cache_dir())
-    if not refresh and cache_file.is_file():
+    folder = folder or cache_dir()
+    cache_file = None if folder is None else _cache_file(machine, model_key, folder)
+    if not refresh and cache_file is not None and cache_file.is_file():
         try:
             record = json.loads(cache_file.read_text(encoding="utf-8"))
             if record.get("format") == CACHE_FORMAT and record.get("chosen") in ("fp32", "bf16", "int8"):
@@ -189,17 +184,18 @@ def choose_path(model: nn.Module, info: dict, *, min_size: int, max_size: int, t
     skipped = {}
     if builders is None:
         builders, skipped = default_builders(info, machine)
+    messages = [f"precision auto: {name} skipped: {reason}" for name, reason in skipped.items()]
+    if list(builders) == ["fp32"]:  # nothing to measure (and nothing worth caching)
+        record = {"format": CACHE_FORMAT, "chosen": "fp32", "candidates": {}, "skipped": skipped,
+                  "machine": machine, "model": model_key}
+        return AutoChoice("fp32", record, False, [*messages, "precision auto: chose fp32 (the only candidate)"])
     if images is None:
         images = int8_check_images(info) or procedural_images()
     start = time.perf_counter()
-    results = _measure(model, builders, images, min_size, max_size, tolerances, score_thresh) if len(builders) > 1 else {
-        "fp32": {"seconds_per_image": None, "passed": True, "failures": [], "note": "only candidate, not measured"}}
+    results = _measure(model, builders, images, min_size, max_size, tolerances, score_thresh)
     passing = {name: r for name, r in results.items() if r["passed"]}
-    chosen = min(passing, key=lambda name: passing[name]["seconds_per_image"] or 0.0)
-    messages = [f"precision auto: {name} skipped: {reason}" for name, reason in skipped.items()]
+    chosen = min(passing, key=lambda name: passing[name]["seconds_per_image"])
     for name, result in results.items():
-        if result["seconds_per_image"] is None:
-            continue
         line = f"precision auto: {name} {result['seconds_per_image']:.3f} s/image"
         if name != "fp32":
             line += (f", embedding cosine to fp32 mean {result['cosine_mean']:.4f} min {result['cosine_min']:.4f}, "
@@ -207,14 +203,17 @@ def choose_path(model: nn.Module, info: dict, *, min_size: int, max_size: int, t
         messages.append(line)
         if not result["passed"]:
             messages.append(f"precision auto: {name} FAILED its accuracy check ({'; '.join(result['failures'])}): not used")
-    faster_failed = [n for n, r in results.items() if not r["passed"]
-                     and r["seconds_per_image"] < (results[chosen]["seconds_per_image"] or float("inf"))]
+    faster_failed = [n for n, r in results.items()
+                     if not r["passed"] and r["seconds_per_image"] < results[chosen]["seconds_per_image"]]
     messages.append(f"precision auto: chose {chosen}" + (f" (falling back from {', '.join(faster_failed)}, "
                                                           "which failed the accuracy check)" if faster_failed else ""))
     record = {"format": CACHE_FORMAT, "chosen": chosen, "candidates": results, "skipped": skipped,
               "machine": machine, "model": model_key, "check_images": len(images),
-              "tolerances": tolerances.__dict__, "measure_seconds": time.perf_counter() - start,
+              "tolerances": asdict(tolerances), "measure_seconds": time.perf_counter() - start,
               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    atomic_write_text(cache_file, json.dumps(record, indent=2))
-    messages.append(f"precision auto: choice cached in {cache_file}")
+    if cache_file is None:
+        messages.append("precision auto: not cached (PERSONSEARCH_CACHE_DIR=off)")
+    else:
+        atomic_write_text(cache_file, json.dumps(record, indent=2))
+        messages.append(f"precision auto: choice cached in {cache_file}")
     return AutoChoice(chosen, record, False, messages)
