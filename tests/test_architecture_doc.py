@@ -1,6 +1,7 @@
 """docs/architecture.md names only what exists: every ``*.py`` file it mentions is a file of the
-repository (package, tests, benchmarks), and every function or class it writes as a call in backticks
-(``name(`` or ``module.name(``) is defined (``def`` / ``class``) in the package source."""
+repository (package, tests, benchmarks), every function or class it writes as a call in backticks
+(``name(`` or ``module.name(``) and every class it names alone in backticks (``MethodContext``,
+``models.TrainOutput``) is defined (``def`` / ``class``) in the package source."""
 
 from __future__ import annotations
 
@@ -31,6 +32,14 @@ def mentioned_calls(text: str) -> set[str]:
     return names
 
 
+def mentioned_classes(text: str) -> set[str]:
+    """Capitalised names standing alone (or dotted) in an inline backtick span."""
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    return {span.split(".")[-1] for span in re.findall(r"`([^`]+)`", prose)
+            if re.fullmatch(r"[A-Za-z_][\w.]*", span)
+            and re.fullmatch(r"[A-Z]\w*[a-z]\w*", span.split(".")[-1])}
+
+
 def missing_files(names: set[str], root: Path) -> list[str]:
     """The names that are no ``*.py`` file under ``root`` (matched on whole trailing path
     components: ``records.py``, ``data/records.py``)."""
@@ -52,6 +61,8 @@ def test_checkers_catch_a_made_up_name(tmp_path):
     assert missing_files(mentioned_files(text), tmp_path) == ["data/protocols.py"]
     source = (tmp_path / "pkg" / "data" / "records.py").read_text()
     assert mentioned_calls(text) == {"load_split", "x", "load_all"}
+    assert mentioned_classes("`SceneRecord` and `data.Missing`, not `ImageNet-normalised`") == {
+        "SceneRecord", "Missing"}
     assert undefined(mentioned_calls(text), source) == ["load_all", "x"]
 
 
@@ -67,4 +78,12 @@ def test_every_call_the_doc_names_is_defined():
     source = "\n".join(p.read_text(encoding="utf-8") for p in PACKAGE.rglob("*.py"))
     names = mentioned_calls(text)
     assert {"build_model", "method_feature_extractors"} <= names
+    assert undefined(names, source) == []
+
+
+def test_every_class_the_doc_names_is_defined():
+    text = DOC.read_text(encoding="utf-8")
+    source = "\n".join(p.read_text(encoding="utf-8") for p in PACKAGE.rglob("*.py"))
+    names = mentioned_classes(text)
+    assert {"MethodContext", "SceneRecord"} <= names
     assert undefined(names, source) == []
