@@ -5,6 +5,8 @@ import math
 import pytest
 import torch
 
+from personsearch.errors import ConfigError
+from personsearch.methods.base import validate_params
 from personsearch.methods.ssl import SSLMethod
 from personsearch.models.exemplars import exemplar_embeddings
 
@@ -23,8 +25,12 @@ def test_threshold_fixed_ignores_the_epoch():
 
 
 def test_scale_loss_without_any_exemplar_is_refused():
-    with pytest.raises(ValueError, match="needs exemplars"):
+    with pytest.raises(ConfigError, match=r"method\.params\.scales: .*needs exemplars"):
         SSLMethod(scales=[], original_scale=False)
+    # at config load, before anything is built
+    with pytest.raises(ConfigError, match="needs exemplars"):
+        validate_params(SSLMethod, {"scales": [], "original_scale": False})
+    assert validate_params(SSLMethod, {"scales": [], "use_scale_loss": False}).scales == ()
 
 
 def test_original_scale_only_duplicates_the_original_exemplar():

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from personsearch.comm import unwrap_model
+from personsearch.errors import ConfigError
 from personsearch.losses import (cluster_contrast_loss, multilabel_loss, quaduplet_loss,
                                  scale_invariant_loss)
 from personsearch.memory import DualMemory
@@ -76,11 +77,14 @@ class SSLMethod(Method):
         dml_weight: float = 1.0
         cluster_weight: float = 1.0
 
+        def __post_init__(self) -> None:
+            if self.use_scale_loss and not (self.scales or self.original_scale):
+                raise ConfigError("method.params.scales: the scale-invariant loss needs exemplars "
+                                  "(a scale, or original_scale: true)")
+
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         p = self.params
-        if p.use_scale_loss and not (p.scales or p.original_scale):
-            raise ValueError("method.params.scales: the scale-invariant loss needs exemplars")
         self.labeler = cluster_labeler(p)
         self.loss_weights = {"loss_det_box": p.det_box_weight, "loss_scale": p.scale_weight,
                              "loss_dml_inst": p.dml_weight, "loss_dml_scale": p.dml_weight,
