@@ -43,7 +43,10 @@ from .scene import RenderContext, render_frame
 from .settings import make_settings
 
 MIN_VISIBLE_WIDTH = 0.5  # a person counts as visible when this much of its box width is inside the frame
-PHOTO_PERSON_HEIGHT = 0.6  # the person's height in its photo, as a fraction of the photo's height
+# person heights as a fraction of the frame height: PRW's middle range (the detector's training
+# distribution; much larger persons are found in parts by a model trained on it)
+WALK_HEIGHTS = (0.15, 0.35)
+PHOTO_PERSON_HEIGHT = 0.35  # the person's height in its photo, as a fraction of the photo's height
 
 
 @dataclass(frozen=True)
@@ -71,11 +74,13 @@ class Walk:
 
 def plan_walks(rng: np.random.Generator, camera, appearances: dict, seconds: float, width: int, height: int
                ) -> list[Walk]:
-    """Every identity crosses the camera once, during 30-60 % of the clip."""
+    """Every identity crosses the camera once, during 30-60 % of the clip, at a depth where it is
+    ``WALK_HEIGHTS`` of the frame height tall (the camera's ground plane: taller = lower feet)."""
     walks = []
     for identity, look in appearances.items():
-        foot = float(rng.uniform(max(camera.horizon + 0.35, 0.75), 0.98))
-        box_h = int(np.clip((foot - camera.horizon) * camera.ground_gain * height, 0.25 * height, 0.8 * height))
+        fraction = float(rng.uniform(*WALK_HEIGHTS))
+        foot = min(0.98, camera.horizon + fraction / camera.ground_gain)
+        box_h = int(round(fraction * height))
         box_w = max(8, int(round(box_h * 0.363 * np.sqrt(look.build))))
         duration = float(rng.uniform(0.3, 0.6)) * seconds
         enter = float(rng.uniform(0.0, seconds - duration))
@@ -170,12 +175,12 @@ def generate_videos(out_dir: str | Path, seed: int = 0, cameras: int = 2, identi
 
 
 def _write_photos(folder: Path, context: RenderContext, camera: int, width: int, height: int) -> dict:
-    """One photo per identity: the person alone in camera ``camera``'s scene, a snapshot (4:3,
-    the person ``PHOTO_PERSON_HEIGHT`` of its height, in the middle) cropped from a rendered frame,
-    so the photo has background. Returns name -> {id, box (photo pixels)}."""
+    """One photo per identity: the person alone in camera ``camera``'s scene, a snapshot (4:3, the
+    frame's height, the person ``PHOTO_PERSON_HEIGHT`` of it, in the middle) cropped from a rendered
+    frame, so the photo has background. Returns name -> {id, box (photo pixels)}."""
     photos = {}
     for identity, appearance in context.appearances.items():
-        box_h = int(round(0.5 * height))
+        box_h = int(round(PHOTO_PERSON_HEIGHT * height))
         box_w = max(8, int(round(box_h * 0.363 * np.sqrt(appearance.build))))
         foot = height - int(round(0.1 * height))
         x1 = (width - box_w) // 2
@@ -183,14 +188,12 @@ def _write_photos(folder: Path, context: RenderContext, camera: int, width: int,
         plan = FramePlan(camera * 1_000_000 + identity, f"photo_{identity}", "test", camera, 0,
                          (PersonPlan(identity, True, box, 1.0),), width, height)
         image, _ = render_frame(plan, context)
-        crop_h = min(height, int(round(box_h / PHOTO_PERSON_HEIGHT)))
-        crop_w = min(width, int(round(crop_h * 4 / 3)))
-        top = max(0, min(height - crop_h, (box[1] + box[3]) // 2 - crop_h // 2))
+        crop_w = min(width, int(round(height * 4 / 3)))
         left = (width - crop_w) // 2
-        crop = (left, top, left + crop_w, top + crop_h)
+        crop = (left, 0, left + crop_w, height)
         name = f"person_{identity:02d}.jpg"
         buffer = BytesIO()
         image.crop(crop).save(buffer, format="JPEG", quality=92)
         atomic_write_bytes(folder / name, buffer.getvalue())
-        photos[name] = {"id": identity, "box": [box[0] - left, box[1] - top, box[2] - left, box[3] - top]}
+        photos[name] = {"id": identity, "box": [box[0] - left, box[1], box[2] - left, box[3]]}
     return photos
