@@ -94,6 +94,11 @@ class OnnxPart(nn.Module):
         for key, value in (attributes or {}).items():
             setattr(self, key, value)
 
+    def __getstate__(self) -> dict:
+        state = super().__getstate__().copy()
+        state["_session"] = None  # a copy (copy.deepcopy, pickle) starts its own session
+        return state
+
     @property
     def session(self):
         if self._session is None:
