@@ -40,13 +40,6 @@ def test_metrics_are_explained_in_one_line():
     assert "\n" not in METRICS_MEANING and "mAP" in METRICS_MEANING and "top-1" in METRICS_MEANING
 
 
-def test_baseline_figure_reads_the_recorded_cgps_metrics():
-    from personsearch.cli.demo import baseline_figure
-
-    metrics = baseline_figure()
-    assert metrics is not None and 0.0 <= metrics["mAP"] <= 1.0 and 0.0 <= metrics["top1"] <= 1.0
-
-
 def test_comparison_with_the_recorded_figures_is_stated_as_measured():
     """Issue 13: the demo claimed equality with the README figures; it now says what it
     measured (rounded as printed) and why another CPU may differ."""
@@ -54,12 +47,67 @@ def test_comparison_with_the_recorded_figures_is_stated_as_measured():
 
     recorded = {"mAP": 0.0430, "top1": 0.1456}
     assert comparison_line({"mAP": 0.04304, "top1": 0.14563}, recorded) == \
-        "this run gives the recorded SSL figures"
+        "this run gives the recorded figures"
     line = comparison_line({"mAP": 0.0470, "top1": 0.2140}, recorded)
-    assert line.startswith("this run differs from the recorded SSL figures by +0.4 mAP and +6.8 top-1")
-    assert "no SSL figure recorded" in comparison_line({"mAP": 0.1, "top1": 0.2}, None)
+    assert line.startswith("this run differs from the recorded figures by +0.4 mAP and +6.8 top-1")
+    assert "no demo run recorded" in comparison_line({"mAP": 0.1, "top1": 0.2}, None)
     assert "deterministic on one machine" in DETERMINISM_NOTE and "another CPU" in DETERMINISM_NOTE
     assert "equal" not in DETERMINISM_NOTE
+
+
+def test_recorded_demo_run_is_read_from_its_results_file(tmp_path, monkeypatch):
+    import json
+
+    import personsearch.cli.demo as demo
+
+    monkeypatch.setattr(demo, "RESULTS_FILE", tmp_path / "demo.json")
+    assert demo.recorded_figure() is None  # nothing recorded: the demo says so
+    record = {"mAP": 0.21, "top1": 0.52, "threads": 2, "cpu": "AMD EPYC (2 cores)"}
+    (tmp_path / "demo.json").write_text(json.dumps({"demo": record}))
+    assert demo.recorded_figure() == record
+
+
+def test_a_dataset_with_other_settings_is_refused(tmp_path):
+    """The demo's data draws persons taller than the generator's default: a folder written
+    with other settings (e.g. by an earlier demo) is named as such, not trained on."""
+    import json
+
+    import pytest
+
+    from personsearch.cli.demo import DEMO_DATA, dataset_mismatch, ensure_dataset
+    from personsearch.errors import DatasetError
+
+    root = tmp_path / "synth"
+    (root / "diagnostics").mkdir(parents=True)
+    settings = {"fmt": "prw", "frames": 600, "seed": 0, **DEMO_DATA}
+    (root / "diagnostics" / "settings.json").write_text(json.dumps(settings))
+    assert dataset_mismatch(root, 600, 0) == []
+    (root / "diagnostics" / "settings.json").write_text(json.dumps({**settings, "height_scale": 1.0}))
+    assert dataset_mismatch(root, 600, 0) == [
+        f"height_scale: found 1.0, the demo uses {DEMO_DATA['height_scale']!r}"]
+    assert dataset_mismatch(root, 40, 0)[0] == "frames: found 600, the demo uses 40"
+    (root / "query_info.txt").write_text("")
+    with pytest.raises(DatasetError, match="not the demo's synthetic data"):
+        ensure_dataset(root, 600, 0)
+
+
+def test_a_run_of_another_config_in_the_output_folder_is_refused(tmp_path):
+    import pytest
+
+    from personsearch.cli.demo import DEMO_PRESET, check_existing_run
+    from personsearch.config import config_to_dict, load_config
+    from personsearch.errors import ConfigError
+
+    out = tmp_path / "ssl"
+    check_existing_run(DEMO_PRESET, out, [])  # nothing there yet
+    (out / "checkpoints").mkdir(parents=True)
+    import torch
+
+    saved = config_to_dict(load_config(DEMO_PRESET, ["solver.epochs=1"]))
+    torch.save({"config": saved}, out / "checkpoints" / "last.pt")
+    check_existing_run(DEMO_PRESET, out, ["solver.epochs=1"])  # the same config: resumed
+    with pytest.raises(ConfigError, match="solver.epochs"):
+        check_existing_run(DEMO_PRESET, out, [])
 
 
 def test_results_picture_when_nothing_was_detected(tmp_path):
@@ -88,5 +136,6 @@ def test_only_the_recorded_settings_are_compared():
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     assert recorded_settings(parser.parse_args([]))
+    assert not recorded_settings(parser.parse_args(["--config", "ssl_synthetic"]))
     assert not recorded_settings(parser.parse_args(["--frames", "40"]))
     assert not recorded_settings(parser.parse_args(["--set", "solver.epochs=1"]))

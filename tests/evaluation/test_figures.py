@@ -71,3 +71,7 @@ def test_sheet_frames_hits_green_and_misses_red(tmp_path):
         return int((np.abs(image - np.array(colour)).sum(axis=-1) < 30).sum())
     assert count(HIT_COLOUR) > 100 and count(MISS_COLOUR) > 100
     assert image.shape[0] == 28 + 20 + 60 + 8 + 10  # caption, label strip, tile, border, gap
+    long_caption = ["a caption line much wider than the row of tiles " * 6]
+    wide = search_results_sheet(queries, gallery, detections, query_feats, [0], long_caption,
+                                tmp_path / "wide.png", top=5, tile_height=60)
+    assert Image.open(wide).width > image.shape[1] + 500  # the caption is never cut off

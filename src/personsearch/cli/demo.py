@@ -1,11 +1,13 @@
 """``make demo`` — the main job, end to end on a 2-core CPU:
 
-1. generate the synthetic PRW-format dataset into ``out/synth`` (when missing) and check it;
-2. train SSL with ``configs/ssl_synthetic.yaml`` into ``out/demo/ssl`` (an interrupted demo
-   resumes from its last checkpoint; a finished one is not trained again);
+1. generate the demo's synthetic PRW-format dataset into ``out/synth_demo`` (when missing;
+   ``DEMO_DATA``: persons drawn taller than the generator's default) and check it;
+2. train SSL with the ``ssl_demo`` preset (``configs/ssl_demo.yaml``: the SSL CPU preset with
+   the demo's schedule) into ``out/demo/ssl`` (an interrupted demo resumes from its last
+   checkpoint; a finished one is not trained again; a run of another config there is an error);
 3. evaluate the checkpoint on the synthetic test split (``personsearch eval``), printing
-   mAP/top-1 next to the SSL and CGPS figures recorded in ``benchmarks/results/``, whether
-   this run reproduces the recorded SSL figures, and why they can differ on another CPU;
+   mAP/top-1 next to the demo run recorded in ``benchmarks/results/demo.json``, whether this
+   run reproduces it, and why figures can differ on another CPU;
 4. write ``out/demo/search_results.png``: 6 queries drawn with the seed from all queries (not
    chosen for success), each the query crop beside its top 5 gallery hits with rank and
    similarity, framed green (the query person) or red; the caption gives the run's mAP/top-1;
@@ -23,14 +25,24 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
-RESULTS_FILE = REPO / "benchmarks" / "results" / "synthetic_comparison.json"
+RESULTS_NAME = "benchmarks/results/demo.json"  # in the repository (a wheel install has none)
+RESULTS_FILE = REPO / RESULTS_NAME
+
+#: The demo's training preset: the SSL CPU preset (ssl_synthetic) with the demo's schedule.
+DEMO_PRESET = "ssl_demo"
+#: The demo's synthetic data, beyond the generator's defaults: persons drawn ``height_scale``
+#: times taller than PRW's height distribution at this frame size, so that in the 640x360
+#: network input they are about as many pixels tall as PRW's persons are in the papers'
+#: 1500x900 input (docs/synthetic_data.md; README "make demo").
+DEMO_DATA = {"height_scale": 2.0}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", default="out/synth", help="synthetic dataset folder")
+    parser.add_argument("--data", default="out/synth_demo", help="synthetic dataset folder")
     parser.add_argument("--frames", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--config", default=str(REPO / "configs" / "ssl_synthetic.yaml"))
+    parser.add_argument("--config", default=DEMO_PRESET,
+                        help="training config file or preset name (default: %(default)s)")
     parser.add_argument("--out", default="out/demo")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--queries", type=int, default=6,
@@ -41,66 +53,104 @@ def step(text: str) -> None:
     print(f"\n=== {text}", flush=True)
 
 
+def dataset_mismatch(root: Path, frames: int, seed: int) -> list[str]:
+    """The demo data settings (frames, seed, DEMO_DATA) that the dataset in ``root`` was not
+    generated with, as ``name: found X, the demo uses Y`` (from its diagnostics/settings.json)."""
+    settings_file = root / "diagnostics" / "settings.json"
+    if not settings_file.is_file():
+        return [f"{settings_file} is missing (not a dataset written by the generator)"]
+    found = json.loads(settings_file.read_text())
+    wanted = {"fmt": "prw", "frames": frames, "seed": seed, **DEMO_DATA}
+    return [f"{name}: found {found.get(name)!r}, the demo uses {value!r}"
+            for name, value in wanted.items() if found.get(name) != value]
+
+
 def ensure_dataset(root: Path, frames: int, seed: int) -> None:
     from personsearch.data.check import check_dataset
     from personsearch.data.synth import generate_dataset
+    from personsearch.errors import DatasetError
 
     if not (root / "query_info.txt").is_file():
-        step(f"generating {frames} synthetic frames into {root}")
-        counts = generate_dataset(root, fmt="prw", frames=frames, seed=seed, progress=True)
+        step(f"generating {frames} synthetic frames into {root} "
+             f"({', '.join(f'{k}={v}' for k, v in DEMO_DATA.items())})")
+        counts = generate_dataset(root, fmt="prw", frames=frames, seed=seed, progress=True,
+                                  **DEMO_DATA)
         print(f"done in {counts['seconds']:.1f} s: {counts['frames']} frames, "
               f"{counts['identities']} identities, {counts['queries']} queries")
     else:
         step(f"using the synthetic dataset in {root}")
+        mismatch = dataset_mismatch(root, frames, seed)
+        if mismatch:
+            raise DatasetError(root, "not the demo's synthetic data (" + "; ".join(mismatch)
+                               + "); delete the folder or pass another --data")
     report = check_dataset("prw", root)
     if not report.ok:
         print(report.format())
         raise SystemExit(f"{root}: the dataset check found problems; delete the folder and rerun")
 
 
+def check_existing_run(config: str, out_dir: Path, overrides: list[str]) -> None:
+    """ConfigError when ``out_dir`` holds a run (finished or not) trained with another config
+    than this demo's (e.g. by an earlier version of the demo): the demo would otherwise show
+    that run's checkpoint as its own."""
+    from personsearch.cli.train import config_differences
+    from personsearch.config import config_from_dict, config_to_dict, load_config
+    from personsearch.engine.checkpoint import load_checkpoint
+    from personsearch.errors import ConfigError
+
+    last = out_dir / "checkpoints" / "last.pt"
+    if not last.is_file():
+        return
+    location = f"train.out_dir={json.dumps(str(out_dir))}"
+    wanted = config_to_dict(load_config(config, [*overrides, location]))
+    saved = config_to_dict(config_from_dict(load_checkpoint(last).get("config") or {}, [location]))
+    changes = config_differences(saved, wanted)
+    if changes:
+        raise ConfigError(f"{out_dir} holds a run trained with another config ({', '.join(sorted(changes))} "
+                          f"differ from this demo's); delete it or pass another --out")
+
+
 def train(config: str, out_dir: Path, data_root: Path, overrides: list[str]) -> Path:
     from personsearch.cli.ablate import train_row
 
+    overrides = [f"data.root={json.dumps(str(data_root))}", *overrides]
+    check_existing_run(config, out_dir, overrides)
     step(f"training SSL ({config}) into {out_dir}")
-    return train_row(config, out_dir, [f"data.root={json.dumps(str(data_root))}", *overrides])
+    return train_row(config, out_dir, overrides)
 
 
-def recorded_figure(row: str) -> dict | None:
-    """The metrics of ``row`` in the recorded synthetic comparison (None when absent)."""
+def recorded_figure() -> dict | None:
+    """The demo run recorded in ``benchmarks/results/demo.json`` (its metrics, threads, CPU and
+    wall time; None when absent)."""
     if not RESULTS_FILE.is_file():
         return None
-    rows = json.loads(RESULTS_FILE.read_text()).get("rows", {})
-    return (rows.get(row) or {}).get("metrics")
-
-
-def baseline_figure() -> dict | None:
-    return recorded_figure("cgps")
+    return json.loads(RESULTS_FILE.read_text()).get("demo")
 
 
 DETERMINISM_NOTE = (
     "note: training is seeded and deterministic on one machine with the pinned environment "
-    "(requirements.lock), so a rerun there gives the same figures; another CPU (or BLAS / "
-    "library build) can change floating-point results and so the figures. The recorded "
-    "figures were measured on the project's 2-core development machine."
+    "(requirements.lock) and the same number of torch threads, so a rerun there gives the same "
+    "figures; another CPU (or BLAS / library build, or thread count) can change floating-point "
+    "results and so the figures."
 )
 
 
 def recorded_settings(args: argparse.Namespace) -> bool:
-    """Whether the demo runs with the settings of the recorded SSL row (the defaults)."""
+    """Whether the demo runs with the settings of the recorded run (the defaults)."""
     return (args.frames == 600 and args.seed == 0 and not args.overrides
-            and Path(args.config).resolve() == (REPO / "configs" / "ssl_synthetic.yaml").resolve())
+            and args.config == DEMO_PRESET)
 
 
 def comparison_line(metrics: dict, recorded: dict | None) -> str:
-    """How this run's figures relate to the recorded SSL row, said as measured (rounded to the
+    """How this run's figures relate to the recorded demo run, said as measured (rounded to the
     printed 0.1 point)."""
     if recorded is None:
-        return f"(no SSL figure recorded in {RESULTS_FILE.relative_to(REPO)})"
+        return f"(no demo run recorded in {RESULTS_NAME})"
     delta_map = round(100 * metrics["mAP"], 1) - round(100 * recorded["mAP"], 1)
     delta_top1 = round(100 * metrics["top1"], 1) - round(100 * recorded["top1"], 1)
     if abs(delta_map) < 0.05 and abs(delta_top1) < 0.05:
-        return "this run gives the recorded SSL figures"
-    return (f"this run differs from the recorded SSL figures by {delta_map:+.1f} mAP and "
+        return "this run gives the recorded figures"
+    return (f"this run differs from the recorded figures by {delta_map:+.1f} mAP and "
             f"{delta_top1:+.1f} top-1 points (see the note below)")
 
 
@@ -119,10 +169,11 @@ def results_picture(data_root: Path, results: Path, out: Path, metrics: dict,
     chosen = sample_queries(len(queries), num_queries, seed)
     caption = [
         f"SSL on the synthetic test split: mAP {100 * metrics['mAP']:.1f}, top-1 "
-        f"{100 * metrics['top1']:.1f} over all {len(queries)} queries; the {len(chosen)} rows are "
-        f"queries drawn at random (seed {seed}), not chosen for success.",
-        f"Each row: the query crop, then its top {top} gallery frames (one hit per frame, rank and "
-        "cosine similarity); green = the query person, red = someone or something else.",
+        f"{100 * metrics['top1']:.1f} over all {len(queries)} queries.",
+        f"The {len(chosen)} rows are queries drawn at random (seed {seed}), not chosen for success.",
+        f"Each row: the query crop, then its top {top} gallery frames (one hit per frame; rank, "
+        "similarity).",
+        "Green = the query person, red = someone or something else.",
     ]
     return search_results_sheet(queries, gallery, loaded.gallery, loaded.query_feats, chosen,
                                 caption, out, top=top)
@@ -155,20 +206,16 @@ def run(args: argparse.Namespace) -> int:
     step("summary")
     print(f"SSL (this run)             mAP {100 * metrics['mAP']:5.1f}   top-1 {100 * metrics['top1']:5.1f}")
     print(METRICS_MEANING)
-    recorded = recorded_figure("ssl")
+    recorded = recorded_figure()
     if recorded:
-        print(f"SSL (recorded, README)     mAP {100 * recorded['mAP']:5.1f}   top-1 {100 * recorded['top1']:5.1f}"
-              f"   ({RESULTS_FILE.relative_to(REPO)})")
-    baseline = baseline_figure()
-    if baseline:
-        print(f"CGPS baseline (recorded)   mAP {100 * baseline['mAP']:5.1f}   top-1 {100 * baseline['top1']:5.1f}")
-    else:
-        print(f"(no baseline figure recorded yet in {RESULTS_FILE.relative_to(REPO)})")
+        print(f"recorded demo run         mAP {100 * recorded['mAP']:5.1f}   top-1 "
+              f"{100 * recorded['top1']:5.1f}   ({recorded['threads']} torch thread(s), "
+              f"{recorded['cpu']}; {RESULTS_NAME})")
     if recorded_settings(args):
         print(comparison_line(metrics, recorded))
     else:
         print("(this run's settings differ from the recorded run's — --frames 600 --seed 0, the "
-              "default config, no --set — so its figures are not compared)")
+              f"{DEMO_PRESET} preset, no --set — so its figures are not compared)")
     print(DETERMINISM_NOTE)
     print(f"search results picture: {picture}")
     elapsed = time.perf_counter() - started

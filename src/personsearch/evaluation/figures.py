@@ -247,7 +247,8 @@ def search_results_sheet(queries, gallery, detections, query_feats: np.ndarray,
             x += tile.width + 2 * border + gap
         rows.append(row)
     caption_height = 20 * len(caption) + 8
-    sheet = Image.new("RGB", (max([r.width for r in rows] + [600]),
+    caption_width = max([int(font.getlength(line)) + 8 for line in caption] + [1])
+    sheet = Image.new("RGB", (max([r.width for r in rows] + [caption_width]),
                               caption_height + sum(r.height + gap for r in rows)), "white")
     draw = ImageDraw.Draw(sheet)
     for line_number, line in enumerate(caption):
