@@ -35,7 +35,7 @@ from personsearch.search.store import GalleryStore
 
 BOX_MODES = ("auto", "whole", "largest")
 WHOLE_IMAGE_COVER = 0.5
-MIN_DETECTION_COVER = 0.03
+MIN_DETECTION_COVER = 0.02
 
 
 @dataclass(frozen=True)
