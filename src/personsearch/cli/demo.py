@@ -6,8 +6,9 @@
    the demo's schedule) into ``out/demo/ssl`` (an interrupted demo resumes from its last
    checkpoint; a finished one is not trained again; a run of another config there is an error);
 3. evaluate the checkpoint on the synthetic test split (``personsearch eval``), printing
-   mAP/top-1 next to the demo run recorded in ``benchmarks/results/demo.json``, whether this
-   run reproduces it, and why figures can differ on another CPU;
+   mAP/top-1 next to the demo run recorded in ``demo_recorded.json`` (next to this module,
+   shipped with the package), whether this run reproduces it, and why figures can differ on
+   another CPU;
 4. write ``out/demo/search_results.png``: 6 queries drawn with the seed from all queries (not
    chosen for success), each the query crop beside its top 5 gallery hits with rank and
    similarity, framed green (the query person) or red; the caption gives the run's mAP/top-1;
@@ -24,9 +25,10 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[3]
-RESULTS_NAME = "benchmarks/results/demo.json"  # in the repository (a wheel install has none)
-RESULTS_FILE = REPO / RESULTS_NAME
+#: The demo run recorded on the project's machine (its metrics, threads, CPU and wall time):
+#: package data, so that an installed demo compares with it too.
+RESULTS_FILE = Path(__file__).resolve().parent / "demo_recorded.json"
+RESULTS_NAME = "src/personsearch/cli/demo_recorded.json"
 
 #: The demo's training preset: the SSL CPU preset (ssl_synthetic) with the demo's schedule.
 DEMO_PRESET = "ssl_demo"
@@ -120,7 +122,7 @@ def train(config: str, out_dir: Path, data_root: Path, overrides: list[str]) -> 
 
 
 def recorded_figure() -> dict | None:
-    """The demo run recorded in ``benchmarks/results/demo.json`` (its metrics, threads, CPU and
+    """The demo run recorded in ``RESULTS_FILE`` (its metrics, threads, CPU and
     wall time; None when absent)."""
     if not RESULTS_FILE.is_file():
         return None
