@@ -77,6 +77,24 @@ def test_multilabel_precision_recall_chunking_does_not_change_the_result():
     assert multilabel_precision_recall(MEMORY, SLOT_IMAGES, 0.9, TRUE_IDS, chunk=3) == whole
 
 
+def test_multilabel_precision_recall_default_chunk_bounds_the_block(monkeypatch):
+    import personsearch.methods.common as common
+    from personsearch import pseudo_labels
+
+    whole = multilabel_precision_recall(MEMORY, SLOT_IMAGES, 0.9, TRUE_IDS)
+    rows_seen = []
+    real = pseudo_labels.multilabel_targets
+
+    def spy(sim, *args, **kwargs):
+        rows_seen.append(sim.shape[0])
+        return real(sim, *args, **kwargs)
+
+    monkeypatch.setattr(pseudo_labels, "multilabel_targets", spy)
+    monkeypatch.setattr(common, "DIAGNOSTIC_BLOCK_ELEMENTS", 10)  # N = 5 -> 2 rows per block
+    assert multilabel_precision_recall(MEMORY, SLOT_IMAGES, 0.9, TRUE_IDS) == whole
+    assert rows_seen and max(rows_seen) == 2
+
+
 def test_multilabel_same_image_exclusion_keeps_only_the_best_slot_per_image():
     # Slots 1 and 2 (both id A) in one image; row 0 sees both above the threshold but keeps
     # only the more similar one (slot 1, cos 2°). Rows 1 and 2 exclude each other (same image)
