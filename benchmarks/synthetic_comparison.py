@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/synthetic_comparison.py [--rows untrained,cgps,seqnet,ssl,dicl]
 
 Every row is evaluated twice: on its own detections (the standard protocol) and with the
-ground-truth gallery boxes (eval.md §4: re-id quality alone, detection taken out).
+ground-truth gallery boxes (docs/evaluation.md §4: re-id quality alone, detection taken out).
 
 Rows: ``untrained`` (the seeded initial model, no training), ``cgps``, ``seqnet`` (supervised
 upper bound), ``seqnet_oim025`` (the same with the OIM loss weighted 0.25), ``ssl``, ``dicl`` (evaluated with and without inference fusion) and
