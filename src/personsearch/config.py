@@ -132,7 +132,7 @@ class MethodConfig:
 
 @dataclass(frozen=True)
 class SolverConfig:
-    """SGD with linear warm-up and step decay (methods.md §1.6, §2.1).
+    """SGD with linear warm-up and step decay (docs/methods.md §1.6, §2.1).
 
     Warm-up: ``warmup_iters`` iterations, or ``warmup_epochs`` epochs (converted with the number
     of iterations per epoch); the lr factor goes linearly from ``warmup_factor`` to 1. The lr is
