@@ -1,4 +1,4 @@
-"""COCO-style JSON reader (the format of the mmdetection-based CGPS / DICL; shared/spec/datasets.md
+"""COCO-style JSON reader (the format of the mmdetection-based CGPS / DICL; docs/datasets.md
 §3).
 
 Layout under ``root`` (our convention; DICL's ``train_pid.json`` / ``test_pid.json`` fit it
