@@ -1,4 +1,4 @@
-"""CUHK-SYSU reader, exactly as SeqNet's loader reads it (shared/spec/datasets.md §1).
+"""CUHK-SYSU reader, exactly as SeqNet's loader reads it (docs/datasets.md §1).
 
 Layout under ``root``::
 
