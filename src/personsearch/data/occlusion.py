@@ -1,4 +1,4 @@
-"""DICL OIC masking: occlude random grid patches inside GT boxes (methods.md §4.3).
+"""DICL OIC masking: occlude random grid patches inside GT boxes (docs/methods.md §4.3).
 
 Shape glossary
 --------------
