@@ -1,4 +1,4 @@
-"""PRW (PRW-v16.04.20) reader, exactly as SeqNet's loader reads it (shared/spec/datasets.md §2).
+"""PRW (PRW-v16.04.20) reader, exactly as SeqNet's loader reads it (docs/datasets.md §2).
 
 Layout under ``root``::
 
