@@ -4,7 +4,7 @@ the training pipeline and the evaluation.
 Conventions
 -----------
 - ``boxes``: float32 [N, 4], ``x1, y1, x2, y2`` in original-image pixels (no +1 convention),
-  exactly the values SeqNet's loaders produce (see shared/spec/datasets.md for the per-format
+  exactly the values SeqNet's loaders produce (see docs/datasets.md for the per-format
   conversion, clipping order and int truncation).
 - ``person_ids``: int64 [N]; a person identity >= 0, or ``-1`` (UNLABELED) for a person without
   an identity. Readers map each format's marker (PRW -2, SeqNet 5555, COCO -1/-2) to -1.
