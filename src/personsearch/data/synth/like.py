@@ -17,7 +17,7 @@ from personsearch.errors import ConfigError
 
 from . import prw_stats
 
-# CUHK-SYSU (docs/synthetic_data.md; datasets.md section 1.5 figures, derived ones marked).
+# CUHK-SYSU (docs/synthetic_data.md; docs/datasets.md §1.5 figures, derived ones marked).
 CUHK_IMAGES = 18184
 CUHK_TRAIN_IMAGES = 11206
 CUHK_TEST_IMAGES = 6978  # the gallery pool
@@ -28,7 +28,7 @@ CUHK_TEST_BOXES = 96143 - 55272  # 40,871 (derived)
 CUHK_STREET_SHARE = 12490 / 18184  # street photos; the rest are movie frames
 # Labeled boxes per identity: ~2.8 (8,432 identities; our approximation, see the docs).
 CUHK_BOXES_PER_LABELED_ID = 2.8
-# Image sizes: datasets.md gives no size distribution for CUHK-SYSU, only the street / movie
+# Image sizes: docs/datasets.md gives no size distribution for CUHK-SYSU, only the street / movie
 # split. OUR CHOICE (not measured on the dataset): street photos at three common still-camera
 # sizes (mostly landscape), movie frames at two widescreen sizes. (width, height, weight).
 CUHK_IMAGE_SIZES = (
