@@ -1,4 +1,4 @@
-"""PRW statistics the synthetic generator follows (shared/spec/datasets.md §2.6-2.7) and
+"""PRW statistics the synthetic generator follows (docs/datasets.md §2.6-2.7) and
 samplers drawing from them.
 
 Box figures are in pixels of the original 1920x1080 PRW frames; the generator rescales them to
