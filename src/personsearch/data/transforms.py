@@ -1,5 +1,5 @@
 """Image preprocessing shared by training, evaluation and search (docs/architecture.md,
-"Preprocessing contract"; methods.md §1.2).
+"Preprocessing contract"; docs/methods.md §1.2).
 
 Shapes
 ------
