@@ -7,7 +7,7 @@ regenerated, not recovered, after a power loss).
 Input records are "record-like": anything with ``image_name`` (str), ``boxes`` ([N, 4]
 x1y1x2y2 in pixels) and ``person_ids`` ([N], a true identity >= 0 or -1 for unlabeled), such as
 :class:`~personsearch.data.records.SceneRecord`. COCO also needs ``width``, ``height`` and uses
-``camera_id``. The MAT layouts are those of shared/spec/datasets.md §1.2 / §2.2, so that both
+``camera_id``. The MAT layouts are those of docs/datasets.md §1.2 / §2.2, so that both
 our readers and SeqNet-style ``loadmat(...)[var].squeeze()`` indexing read them back. Boxes are
 written as given (x, y, w, h = x1, y1, x2 - x1, y2 - y1); the readers' int truncation makes
 integral boxes round-trip exactly.
