@@ -1,4 +1,4 @@
-"""Learning-rate schedule: linear warm-up then step decay (methods.md §1.6, §2.1, §3.7, §4.6).
+"""Learning-rate schedule: linear warm-up then step decay (docs/methods.md §1.6, §2.1, §3.7, §4.6).
 
 lr(iteration, epoch) = base_lr * gamma ** #{s in lr_steps : s <= epoch} * warmup(iteration)
 warmup(i) = warmup_factor + (1 - warmup_factor) * i / warmup_iters   for i < warmup_iters
