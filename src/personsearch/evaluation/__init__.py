@@ -1,5 +1,5 @@
 """Person-search and detection evaluation, exactly SeqNet's ``eval_func.py`` protocol
-(shared/spec/eval.md), vectorised. One core (``search.py``); protocol builders for CUHK-SYSU
+(docs/evaluation.md), vectorised. One core (``search.py``); protocol builders for CUHK-SYSU
 and PRW; evaluators a model streams into; the results file."""
 
 from personsearch.evaluation.ap import average_precision
