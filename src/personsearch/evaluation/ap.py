@@ -1,5 +1,5 @@
 """Average precision exactly as scikit-learn's ``average_precision_score`` computes it
-(shared/spec/eval.md §0), vectorised.
+(docs/evaluation.md §0), vectorised.
 
 Step AP with tie groups: the distinct score values are the thresholds; at each threshold
 ``TP`` = positives with score >= threshold and ``n`` = items with score >= threshold, precision
