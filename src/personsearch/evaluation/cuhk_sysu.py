@@ -1,4 +1,4 @@
-"""CUHK-SYSU search protocol builder (shared/spec/eval.md §1): TestG lists -> SearchProtocol.
+"""CUHK-SYSU search protocol builder (docs/evaluation.md §1): TestG lists -> SearchProtocol.
 
 Only arrays are built here; the metrics are computed by ``search.search_metrics``.
 
