@@ -1,4 +1,4 @@
-"""Detection recall and AP (SeqNet ``eval_detection``, shared/spec/eval.md §3), vectorised.
+"""Detection recall and AP (SeqNet ``eval_detection``, docs/evaluation.md §3), vectorised.
 
 Shape glossary
 --------------
