@@ -10,7 +10,7 @@ Shape glossary: M detections of one image, D feature dimension, G gallery images
 
 ``det_recall`` / ``det_ap`` are at det_thresh 0.01 (every model output; SeqNet's engine);
 ``det_recall@0.5`` / ``det_ap@0.5`` at 0.5 (CGPS/DICL); ``det_recall_labeled`` counts labeled
-persons only. Search uses det_thresh 0.5 (eval.md).
+persons only. Search uses det_thresh 0.5 (docs/evaluation.md).
 
 GT-box variant (``use_gt_boxes=True``): call ``process_gt(image_index, feats [n_gt, D])`` with
 the model's features of the image's GT boxes; those boxes become the detections (score 1).
