@@ -2,9 +2,9 @@
 behind ``personsearch eval`` and the periodic evaluation during training.
 
 Gallery: ``model.detect`` per image; detections mapped back to original pixels; features =
-unit embedding × first-stage score (SeqNet's confidence-weighted similarity, eval.md §5).
+unit embedding × first-stage score (SeqNet's confidence-weighted similarity, docs/evaluation.md §5).
 Queries: ``model.embed_boxes`` at the GT query box (unweighted); a query box of zero size or
-entirely outside its image is refused before any work (``check_query_boxes``). GT-box variant (eval.md §4):
+entirely outside its image is refused before any work (``check_query_boxes``). GT-box variant (docs/evaluation.md §4):
 ``embed_boxes`` at every gallery GT box. The same arrays can be written as a results file
 (``--results-out``), so ``personsearch evaluate-results`` on that file gives identical
 numbers. How features are extracted is the checkpoint's method's choice
