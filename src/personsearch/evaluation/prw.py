@@ -1,4 +1,4 @@
-"""PRW search protocol builder (shared/spec/eval.md §2, §6): records -> SearchProtocol.
+"""PRW search protocol builder (docs/evaluation.md §2, §6): records -> SearchProtocol.
 
 For a query (person id p, frame fq, camera cq):
 
