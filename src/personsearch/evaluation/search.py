@@ -1,4 +1,4 @@
-"""The one person-search evaluation core (shared/spec/eval.md §0-2), for both benchmarks.
+"""The one person-search evaluation core (docs/evaluation.md §0-2), for both benchmarks.
 
 Protocol builders (``cuhk_sysu.py``, ``prw.py``) turn annotations into a
 :class:`SearchProtocol`; this module never reads files.
@@ -38,7 +38,7 @@ DEFAULT_TOPK = (1, 5, 10)
 
 
 def size_adaptive_iou_threshold(widths: np.ndarray, heights: np.ndarray) -> np.ndarray:
-    """``min(0.5, w*h / ((w+10)*(h+10)))`` for integer GT sizes (eval.md §0), float64."""
+    """``min(0.5, w*h / ((w+10)*(h+10)))`` for integer GT sizes (docs/evaluation.md §0), float64."""
     widths = np.asarray(widths, dtype=np.int64)
     heights = np.asarray(heights, dtype=np.int64)
     ratio = (widths * heights).astype(np.float64) / ((widths + 10) * (heights + 10)).astype(
@@ -431,5 +431,3 @@ class _ChunkEvaluation:
                 y_true[block_start + first[0]] = 1
         ranked = y_true[np.argsort(y_score)[::-1]]
         return np.array([min(1, int(ranked[:k].sum())) == 1 for k in self.topk], dtype=bool)
-
-
