@@ -1,4 +1,4 @@
-"""DICL intra-image contrast losses (methods.md §4.4 items 1-2) and the feature fusion.
+"""DICL intra-image contrast losses (docs/methods.md §4.4 items 1-2) and the feature fusion.
 
 Shape glossary
 --------------
