@@ -1,4 +1,4 @@
-"""SSL multi-label loss (methods.md §3.6; arXiv v1 Eq. 11, ICCV Eq. 10); MMCL-style options.
+"""SSL multi-label loss (docs/methods.md §3.6; arXiv v1 Eq. 11, ICCV Eq. 10); MMCL-style options.
 
 Shape glossary
 --------------
