@@ -1,4 +1,4 @@
-"""SSL scale-invariant loss (methods.md §3.3; SSL arXiv v1 Eq. 2-4, ICCV Eq. 2-3).
+"""SSL scale-invariant loss (docs/methods.md §3.3; SSL arXiv v1 Eq. 2-4, ICCV Eq. 2-3).
 
 Shape glossary
 --------------
@@ -19,7 +19,7 @@ With D(a, b) = ||a - b||^2 (squared Euclidean distance), for person i of image b
 
 B is the number of distinct images among ``image_ids`` (images without persons contribute
 nothing and are not counted). A person alone in its image has no negative: its hinge term is
-dropped and only the gamma term is kept (methods.md §3.3 [open], recommended default).
+dropped and only the gamma term is kept (docs/methods.md §3.3: the paper is silent, our choice).
 
 Computed in float32 with autocast off (``personsearch.amp.float32_loss``), whatever the
 autocast dtype of the network that produced the inputs.
