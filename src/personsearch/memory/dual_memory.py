@@ -1,4 +1,4 @@
-"""SSL dual memory banks M_I (main branch) and M_M (multi-scale exemplars) (methods.md §3.4).
+"""SSL dual memory banks M_I (main branch) and M_M (multi-scale exemplars) (docs/methods.md §3.4).
 
 Shape glossary
 --------------
