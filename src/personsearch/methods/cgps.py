@@ -1,4 +1,4 @@
-"""CGPS, the weakly supervised baseline (methods.md §2): one memory slot per training box,
+"""CGPS, the weakly supervised baseline (docs/methods.md §2): one memory slot per training box,
 per-epoch self-paced DBSCAN pseudo labels with scene context, the cluster contrastive loss
 with hard-negative selection and the detection-context quaduplet loss. Uses no identity.
 
