@@ -1,4 +1,4 @@
-"""DICL — Deep Intra-Image Contrastive Learning (methods.md §4, read from the official code):
+"""DICL — Deep Intra-Image Contrastive Learning (docs/methods.md §4, read from the official code):
 the CGPS baseline plus a Siamese crop branch. Every GT person is cropped from the (clean)
 input and resized to ``crop_size`` (RoIAlign at stride 1), embedded by the same backbone and
 head (shared weights) to g_k; the scene branch sees the image with random occlusion patches
