@@ -1,5 +1,5 @@
-"""SSL — Self-similarity driven Scale-invariant Learning (methods.md §3; arXiv v1 text in
-shared/seeds). On top of the CGPS baseline (SeqNet-style two-stage model, DBSCAN pseudo labels,
+"""SSL — Self-similarity driven Scale-invariant Learning (docs/methods.md §3, from the arXiv v1
+and ICCV texts). On top of the CGPS baseline (SeqNet-style two-stage model, DBSCAN pseudo labels,
 cluster contrast + quaduplet): a multi-scale exemplar branch with the scale-invariant loss, two
 memory banks (M_I main branch, M_M exemplar branch, Eq. 5) and dynamic multi-label learning
 (Eq. 7-12). Inference uses the main branch only.
