@@ -1,4 +1,4 @@
-"""CGPS's own RoI head (official code, mmdetection R50-C4 ``CGPSHead``; methods.md §2.1): ONE
+"""CGPS's own RoI head (official code, mmdetection R50-C4 ``CGPSHead``; docs/methods.md §2.1): ONE
 RoI stage, the alternative to SeqNet's two sequential heads (``roi_heads.SequentialRoIHeads``).
 
 Shape glossary
