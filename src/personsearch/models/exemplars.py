@@ -1,4 +1,4 @@
-"""The multi-scale exemplar branch of SSL (methods.md §3.2; arXiv v1 Eq. 1) and the crop branch
+"""The multi-scale exemplar branch of SSL (docs/methods.md §3.2; arXiv v1 Eq. 1) and the crop branch
 of DICL (§4.2): person crops cut from the network input, optionally with the background
 filtered out by a foreground mask, resized, and embedded by the model's own backbone and re-id
 head (``model.embed_crops``).
@@ -28,7 +28,7 @@ from personsearch.ops import roi_align
 
 def black_value(device: torch.device, dtype: torch.dtype) -> Tensor:
     """[3, 1, 1] the normalised value of a black pixel (background after x ⊙ mask in raw
-    pixel space, methods.md §3.2 [open] default)."""
+    pixel space, docs/methods.md §3.2, our choice)."""
     mean = torch.tensor(IMAGENET_MEAN, device=device, dtype=dtype)
     std = torch.tensor(IMAGENET_STD, device=device, dtype=dtype)
     return (-mean / std).view(3, 1, 1)
@@ -102,7 +102,7 @@ def _pad_crops(crops: list[Tensor], like: Tensor, min_side: int) -> tuple[Tensor
 def original_scale_crops(images: Tensor, boxes: Tensor, min_side: int = 32
                          ) -> tuple[Tensor, list[tuple[int, int]]]:
     """The persons at their own size in the network input (the original-scale exemplar,
-    methods.md §3.2 [open] default), zero-padded into one batch: ([P, 3, h_max, w_max],
+    docs/methods.md §3.2, our choice), zero-padded into one batch: ([P, 3, h_max, w_max],
     [(h_p, w_p)]). ``images`` [P, 3, H, W] holds person p's image at p. Sides shorter than
     ``min_side`` are bilinearly enlarged to it so the stride-16 map keeps more than one cell
     (BatchNorm in training needs it). The boxes are read back to the host once."""
