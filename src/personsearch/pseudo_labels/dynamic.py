@@ -1,4 +1,4 @@
-"""SSL dynamic-threshold multi-label pseudo labels (methods.md §3.5; arXiv v1 Eq. 7-10).
+"""SSL dynamic-threshold multi-label pseudo labels (docs/methods.md §3.5; arXiv v1 Eq. 7-10).
 
 Shape glossary
 --------------
