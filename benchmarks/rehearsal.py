@@ -34,7 +34,9 @@ status and the end of its log (a finding), and the preset's later stages are ski
 
 ``--backbone resnet50`` runs the same stages with the preset's own backbone (random weights:
 peak memory, not accuracy). ``--table`` prints the results as the markdown table of README /
-docs/results.md (one row per preset; "not run" for the stages without a record).
+docs/results.md (one row per preset; "not run" for the stages without a record);
+``--model-sizes`` the parameter counts of each preset's model with ``--backbone`` and the bytes
+they take in a checkpoint (weights + SGD momentum), without training.
 """
 
 from __future__ import annotations
@@ -255,6 +257,28 @@ def markdown_table(records: list[dict], backbone: str, presets: list[str]) -> st
     return "\n".join(lines)
 
 
+def model_sizes(presets: list[str], backbone: str) -> dict:
+    """Parameter counts of each preset's model with ``backbone`` (built, never run; random
+    weights) and what they put in a training checkpoint: the weights and SGD's momentum
+    buffer, float32 (``8 x trainable + 4 x frozen`` bytes, before the memory banks)."""
+    from personsearch.config import load_config, model_kwargs
+    from personsearch.models import build_model
+
+    sizes = {}
+    for preset in presets:
+        kwargs = model_kwargs(load_config(REPO / "configs" / f"{preset}.yaml"))
+        if backbone != "preset":
+            kwargs["backbone"] = backbone
+        model = build_model(**kwargs)
+        params = sum(p.numel() for p in model.parameters())
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        buffers = sum(b.numel() for b in model.buffers())
+        sizes[preset] = {"backbone": kwargs["backbone"], "params": params,
+                         "trainable": trainable, "buffers": buffers,
+                         "checkpoint_model_bytes": 4 * (params + buffers) + 4 * trainable}
+    return sizes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prw-root", default="/work/data/prw-full")
@@ -269,12 +293,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters-per-epoch", type=int, default=10)
     parser.add_argument("--table", action="store_true",
                         help="print the markdown table of --results (for --backbone) and exit")
+    parser.add_argument("--model-sizes", action="store_true",
+                        help="print each preset's parameter counts with --backbone and exit")
     args = parser.parse_args(argv)
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     for preset in presets:
         method, _, dataset = preset.rpartition("_")
         if method not in METHODS or dataset not in DATASETS:
             parser.error(f"unknown preset {preset!r}; expected <{'|'.join(METHODS)}>_<prw|cuhk>")
+    if args.model_sizes:
+        print(json.dumps(model_sizes(presets, args.backbone), indent=1))
+        return 0
     if args.table:
         print(markdown_table(load_results(Path(args.results)), args.backbone, presets))
         return 0

@@ -152,3 +152,11 @@ def test_table_shows_measured_rows_and_says_what_was_not_run(rehearsal, tmp_path
     assert cells[:5] == ["ssl_arxiv_prw", "30", "12.5 / 6.0", "3.2 / 2.0", "4.0 / 2.5"]
     assert cells[5] == "-" and cells[6] == "99" and cells[7] == "0.0"
     assert cells[8] == "epoch1 ok, epoch2 ok, evaluate failed"
+
+
+def test_model_sizes_count_weights_and_momentum(rehearsal, capsys):
+    assert rehearsal.main(["--model-sizes", "--presets", "cgps_prw", "--backbone", "small"]) == 0
+    sizes = json.loads(capsys.readouterr().out)["cgps_prw"]
+    assert sizes["backbone"] == "small" and 0 < sizes["trainable"] <= sizes["params"]
+    assert sizes["checkpoint_model_bytes"] == 4 * (sizes["params"] + sizes["buffers"]) + \
+        4 * sizes["trainable"]
