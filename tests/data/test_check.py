@@ -104,6 +104,7 @@ def test_cli_synth_wires_arguments(tmp_path: Path, monkeypatch, capsys) -> None:
     assert code == 0
     assert calls == [(str(tmp_path), {"fmt": "cuhk-sysu", "frames": 3, "seed": 4,
                                       "difficulty": "hard", "progress": True, "workers": None,
+                                      "resume": False,
                                       "width": 320,
                                       "height": 240})]
     assert "boxes: 7" in capsys.readouterr().out
