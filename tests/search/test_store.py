@@ -191,6 +191,9 @@ def test_different_model_or_settings_refused(tmp_path, scene_dir, embedder):
         build_index(tmp_path / "idx", ColourEmbedder(), scene_dir, min_score=0.1, progress=False)
     with pytest.raises(PersonSearchError, match="images folder not found"):
         build_index(tmp_path / "idx", ColourEmbedder(), tmp_path / "missing", progress=False)
+    one_file = next(scene_dir.iterdir())
+    with pytest.raises(PersonSearchError, match="is a file; index build takes a folder"):
+        build_index(tmp_path / "idx2", ColourEmbedder(), one_file, progress=False)
 
 
 def test_unreadable_image_is_recorded_not_fatal(tmp_path, scene_dir, embedder):

@@ -244,6 +244,10 @@ def build_index(
 
     started = time.perf_counter()
     images_root = Path(images_root)
+    if images_root.is_file():
+        raise PersonSearchError(
+            f"{images_root}: is a file; index build takes a folder and indexes every image and "
+            f"video file under it (put the file in a folder of its own and give that folder)")
     if not images_root.is_dir():
         raise PersonSearchError(f"{images_root}: images folder not found")
     if batch_size < 1:
